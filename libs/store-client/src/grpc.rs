@@ -1,0 +1,339 @@
+//! The gRPC implementation of [`Transport`]: one cached tonic channel per storage node.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shmdb_proto::storage as pb;
+use shmdb_proto::storage::admin_client::AdminClient;
+use shmdb_proto::storage::storage_client::StorageClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::transport::{Transport, TransportError};
+
+/// Connection settings of [`GrpcTransport`].
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Bound on establishing a connection, so a dead node costs little before the client
+    /// moves on to a refreshed map.
+    pub connect_timeout: Duration,
+    /// Bound on one request's round trip; exceeding it is reported as
+    /// [`TransportError::Timeout`] (the request may have been applied).
+    pub request_timeout: Duration,
+    /// HTTP/2 keepalive ping interval, so a silently dead peer is noticed on idle
+    /// connections instead of at the next request.
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// Largest response accepted (a batch of large reads can exceed tonic's 4 MiB default).
+    pub max_message_size: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            max_message_size: 64 << 20,
+        }
+    }
+}
+
+/// A cached connection; `generation` tells whether the entry was replaced since a caller
+/// took it, so a failure seen on an old channel does not drop a fresh one.
+struct Cached {
+    channel: Channel,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    cached: Option<Cached>,
+    /// Failed connection attempts so far and the last one's error: callers that queued
+    /// behind a failing attempt fail with it at once instead of each waiting out their own
+    /// connect timeout in turn.
+    failures: u64,
+    last_failure: String,
+    /// Serialises connection attempts to one address, so a burst of requests to a node that
+    /// is not yet connected opens one connection, not one per request.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// [`Transport`] over gRPC (tonic), the default data path until RDMA is available.
+///
+/// Channels are created on first use of an address, connected eagerly (so a dead node is
+/// reported as [`TransportError::Unreachable`], which is safe to retry) and cached; a
+/// connection failure drops the cached channel, so a node restarted at the same address is
+/// reconnected on the next request.
+pub struct GrpcTransport {
+    config: GrpcConfig,
+    entries: parking_lot::Mutex<HashMap<String, Entry>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTransport")
+            .field("config", &self.config)
+            .field("connections", &self.entries.lock().len())
+            .finish()
+    }
+}
+
+impl GrpcTransport {
+    /// A transport with no connections yet; they are opened on first use.
+    pub fn new(config: GrpcConfig) -> Self {
+        GrpcTransport {
+            config,
+            entries: parking_lot::Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// The cached channel to `addr`, connecting first if there is none.
+    async fn channel(&self, addr: &str) -> Result<(Channel, u64), TransportError> {
+        let (connecting, failures) = {
+            let mut entries = self.entries.lock();
+            let entry = entries.entry(addr.to_owned()).or_default();
+            if let Some(cached) = &entry.cached {
+                return Ok((cached.channel.clone(), cached.generation));
+            }
+            (entry.connecting.clone(), entry.failures)
+        };
+        let _guard = connecting.lock().await;
+        // Someone else may have connected, or failed to, while we waited for the lock.
+        if let Some(entry) = self.entries.lock().get(addr) {
+            if let Some(cached) = &entry.cached {
+                return Ok((cached.channel.clone(), cached.generation));
+            }
+            if entry.failures != failures {
+                return Err(TransportError::Unreachable(entry.last_failure.clone()));
+            }
+        }
+        let endpoint = self.endpoint(addr)?;
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                let reason = format!("{addr}: {}", error_chain(&e));
+                let mut entries = self.entries.lock();
+                let entry = entries.entry(addr.to_owned()).or_default();
+                entry.failures += 1;
+                entry.last_failure = reason.clone();
+                return Err(TransportError::Unreachable(reason));
+            }
+        };
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(addr, "connected to storage node");
+        self.entries
+            .lock()
+            .entry(addr.to_owned())
+            .or_default()
+            .cached = Some(Cached {
+            channel: channel.clone(),
+            generation,
+        });
+        Ok((channel, generation))
+    }
+
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, TransportError> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| TransportError::Unreachable(format!("bad address {addr:?}: {e}")))?;
+        Ok(endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(self.config.connect_timeout)
+            .http2_keep_alive_interval(self.config.keepalive_interval)
+            .keep_alive_timeout(self.config.keepalive_timeout)
+            .keep_alive_while_idle(true))
+    }
+
+    /// Forgets the channel to `addr` if it is still the one that failed.
+    fn forget(&self, addr: &str, generation: u64) {
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get_mut(addr)
+            && entry.cached.as_ref().map(|c| c.generation) == Some(generation)
+        {
+            entry.cached = None;
+            tracing::debug!(addr, "dropped cached connection after a failure");
+        }
+    }
+
+    /// Runs one unary call with the request timeout and classifies its failure.
+    async fn call<T, F, Fut>(&self, addr: &str, f: F) -> Result<T, TransportError>
+    where
+        F: FnOnce(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (channel, generation) = self.channel(addr).await?;
+        let timeout = self.config.request_timeout;
+        let result = match tokio::time::timeout(timeout, f(channel, timeout)).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => classify(addr, &status),
+            Err(_) => TransportError::Timeout(format!("{addr}: no answer within {timeout:?}")),
+        };
+        if matches!(
+            result,
+            TransportError::Unreachable(_) | TransportError::Lost(_)
+        ) {
+            self.forget(addr, generation);
+        }
+        Err(result)
+    }
+
+    fn storage(&self, channel: Channel) -> StorageClient<Channel> {
+        StorageClient::new(channel)
+            .max_decoding_message_size(self.config.max_message_size)
+            .max_encoding_message_size(self.config.max_message_size)
+    }
+}
+
+impl Default for GrpcTransport {
+    fn default() -> Self {
+        GrpcTransport::new(GrpcConfig::default())
+    }
+}
+
+fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    // Tells the node how long we wait, so it can drop work nobody will read.
+    req.set_timeout(timeout);
+    req
+}
+
+#[async_trait]
+impl Transport for GrpcTransport {
+    async fn batch(
+        &self,
+        addr: &str,
+        req: pb::BatchRequest,
+    ) -> Result<pb::BatchResponse, TransportError> {
+        self.call(addr, |channel, timeout| async move {
+            self.storage(channel).batch(request(req, timeout)).await
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        addr: &str,
+        req: pb::ScanRequest,
+    ) -> Result<pb::ScanResponse, TransportError> {
+        self.call(addr, |channel, timeout| async move {
+            self.storage(channel).scan(request(req, timeout)).await
+        })
+        .await
+    }
+
+    async fn get_map(&self, addr: &str) -> Result<pb::PartitionMap, TransportError> {
+        self.call(addr, |channel, timeout| async move {
+            AdminClient::new(channel)
+                .max_decoding_message_size(self.config.max_message_size)
+                .get_map(request(pb::GetMapRequest {}, timeout))
+                .await
+        })
+        .await
+    }
+}
+
+/// Maps a failed call to what it means for the request: a connect error proves nothing was
+/// sent; a timeout or a broken stream leaves the outcome unknown; statuses a server only
+/// returns before running a handler mean "refused".
+fn classify(addr: &str, status: &tonic::Status) -> TransportError {
+    let text = format!("{addr}: {}", error_chain(status));
+    let mut source: Option<&(dyn std::error::Error + 'static)> = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return TransportError::Unreachable(text);
+        }
+        if err.is::<tonic::TimeoutExpired>() {
+            return TransportError::Timeout(text);
+        }
+        source = err.source();
+    }
+    use tonic::Code;
+    match status.code() {
+        Code::DeadlineExceeded => TransportError::Timeout(text),
+        Code::Unimplemented
+        | Code::InvalidArgument
+        | Code::OutOfRange
+        | Code::NotFound
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::FailedPrecondition
+        | Code::ResourceExhausted => TransportError::Rejected(text),
+        _ => TransportError::Lost(text),
+    }
+}
+
+/// An error and its causes on one line, for logs and error messages.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !out.contains(&cause_text) {
+            out.push_str(": ");
+            out.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_by_what_they_mean_for_the_data() {
+        let t = |s: tonic::Status| classify("n1", &s);
+        assert!(matches!(
+            t(tonic::Status::unavailable("reset")),
+            TransportError::Lost(_)
+        ));
+        assert!(matches!(
+            t(tonic::Status::deadline_exceeded("slow")),
+            TransportError::Timeout(_)
+        ));
+        assert!(matches!(
+            t(tonic::Status::unimplemented("no")),
+            TransportError::Rejected(_)
+        ));
+        let connect =
+            tonic::Status::from_error(Box::new(tonic::ConnectError("connection refused".into())));
+        assert!(matches!(t(connect), TransportError::Unreachable(_)));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_not_cached() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let addr = format!("127.0.0.1:{port}");
+        let transport = GrpcTransport::default();
+        let err = transport.get_map(&addr).await.err();
+        assert!(
+            matches!(err, Some(TransportError::Unreachable(_))),
+            "{err:?}"
+        );
+        assert!(
+            transport
+                .entries
+                .lock()
+                .get(&addr)
+                .is_none_or(|e| e.cached.is_none())
+        );
+    }
+}

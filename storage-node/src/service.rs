@@ -1,0 +1,121 @@
+//! The gRPC services of a storage node: data path, replication and admin.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use shmdb_proto::storage::{self as pb, admin_server, replication_server, storage_server};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::Node;
+
+/// Implements all three services over one shared node.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    node: Arc<Node>,
+}
+
+impl NodeService {
+    /// Wraps a node.
+    pub fn new(node: Arc<Node>) -> Self {
+        NodeService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl storage_server::Storage for NodeService {
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        let started = Instant::now();
+        let response = self.node.batch(request.into_inner()).await;
+        self.node
+            .metrics
+            .request_seconds
+            .with_label_values(&["batch"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(response))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let started = Instant::now();
+        let response = self.node.scan(request.into_inner()).await;
+        self.node
+            .metrics
+            .request_seconds
+            .with_label_values(&["scan"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(response))
+    }
+
+    async fn echo(
+        &self,
+        request: Request<pb::EchoRequest>,
+    ) -> Result<Response<pb::EchoResponse>, Status> {
+        Ok(Response::new(pb::EchoResponse {
+            payload: request.into_inner().payload,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl replication_server::Replication for NodeService {
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        Ok(Response::new(crate::replication::on_replicate(
+            &self.node,
+            request.into_inner(),
+        )))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        crate::replication::on_snapshot(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for NodeService {
+    async fn install_map(
+        &self,
+        request: Request<pb::PartitionMap>,
+    ) -> Result<Response<pb::InstallMapResponse>, Status> {
+        let map_version = crate::admin::install_map(&self.node, request.into_inner()).await?;
+        Ok(Response::new(pb::InstallMapResponse { map_version }))
+    }
+
+    async fn get_map(
+        &self,
+        _request: Request<pb::GetMapRequest>,
+    ) -> Result<Response<pb::PartitionMap>, Status> {
+        Ok(Response::new(self.node.map().to_proto()))
+    }
+
+    async fn split_range(
+        &self,
+        request: Request<pb::SplitRangeRequest>,
+    ) -> Result<Response<pb::SplitRangeResponse>, Status> {
+        crate::admin::split(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::RangeReportRequest>,
+    ) -> Result<Response<pb::RangeReport>, Status> {
+        Ok(Response::new(crate::admin::report(
+            &self.node,
+            &request.into_inner(),
+        )))
+    }
+}
