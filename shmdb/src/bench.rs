@@ -121,6 +121,10 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
         .context("key vanished")?
         .stamp;
 
+    let seeds3 = rf3.seeds();
+    let mut fan_client = StorageClient::connect(format!("http://{}", seeds3[0])).await?;
+    let fan_out: Vec<String> = seeds3[1..].to_vec();
+    let mut fan = histogram()?;
     let mut echo = histogram()?;
     let mut get = histogram()?;
     let mut put1 = histogram()?;
@@ -131,9 +135,20 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
             echo_client
                 .echo(EchoRequest {
                     payload: payload.clone(),
+                    forward: Vec::new(),
                 })
                 .await?;
             echo.record(t.elapsed().as_micros() as u64)?;
+        }
+        for _ in 0..settings.samples {
+            let t = Instant::now();
+            fan_client
+                .echo(EchoRequest {
+                    payload: payload.clone(),
+                    forward: fan_out.clone(),
+                })
+                .await?;
+            fan.record(t.elapsed().as_micros() as u64)?;
         }
         for _ in 0..settings.samples {
             let t = Instant::now();
@@ -175,6 +190,7 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     out.push_str("| operation | p50 µs | p99 µs | p50 / echo p50 |\n|---|---:|---:|---:|\n");
     for (name, h) in [
         ("tonic echo (transport floor)", &echo),
+        ("echo fanned out to 2 more nodes (floor of RF 3)", &fan),
         ("get (RF 1)", &get),
         ("put_if (RF 1)", &put1),
         ("put_if (RF 3)", &put3),

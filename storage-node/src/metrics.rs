@@ -8,6 +8,30 @@ use shmdb_telemetry::{LATENCY_BUCKETS, MetricsRegistry};
 use crate::error::OpFailure;
 use crate::range::Outcome;
 
+/// Operation kinds counted in `shmdb_storage_ops_total`.
+const OP_KINDS: &[&str] = &[
+    "get",
+    "put_if",
+    "delete_if",
+    "put",
+    "delete",
+    "increment",
+    "check",
+    "scan",
+    "empty",
+];
+/// Outcomes counted in `shmdb_storage_ops_total`, indexed as in `record_op`.
+const OUTCOMES: &[&str] = &[
+    "ok",
+    "conflict",
+    "wrong_owner",
+    "unavailable",
+    "unknown_table",
+    "invalid_argument",
+    "resource_exhausted",
+    "not_a_counter",
+];
+
 /// Every metric a storage node exports; registered in the node's own registry so several
 /// nodes can live in one process (the embedded cluster, tests).
 #[derive(Debug, Clone)]
@@ -16,6 +40,8 @@ pub struct NodeMetrics {
     pub registry: MetricsRegistry,
     /// Operations by kind and outcome.
     pub ops: IntCounterVec,
+    /// `ops` resolved per (kind, outcome) once, so counting costs no label lookup.
+    op_counters: Vec<Vec<IntCounter>>,
     /// Request latency by RPC.
     pub request_seconds: HistogramVec,
     /// Conditional writes whose expectation failed.
@@ -130,9 +156,19 @@ impl NodeMetrics {
             .registry()
             .register(Box::new(snapshots_sent.clone()))?;
         registry.registry().register(Box::new(fenced.clone()))?;
+        let op_counters = OP_KINDS
+            .iter()
+            .map(|kind| {
+                OUTCOMES
+                    .iter()
+                    .map(|outcome| ops.with_label_values(&[kind, outcome]))
+                    .collect()
+            })
+            .collect();
         Ok(NodeMetrics {
             registry,
             ops,
+            op_counters,
             request_seconds,
             conflicts,
             memory_used,
@@ -151,15 +187,21 @@ impl NodeMetrics {
     /// Counts one operation by its outcome.
     pub fn record_op(&self, kind: &str, result: &Result<Outcome, OpFailure>) {
         let outcome = match result {
-            Ok(Outcome::Conflict(_)) => "conflict",
-            Ok(_) => "ok",
-            Err(OpFailure::WrongOwner { .. }) => "wrong_owner",
-            Err(OpFailure::Unavailable { .. }) => "unavailable",
-            Err(OpFailure::UnknownTable(_)) => "unknown_table",
-            Err(OpFailure::InvalidArgument(_)) => "invalid_argument",
-            Err(OpFailure::ResourceExhausted(_)) => "resource_exhausted",
-            Err(OpFailure::NotACounter) => "not_a_counter",
+            Ok(Outcome::Conflict(_)) => 1,
+            Ok(_) => 0,
+            Err(OpFailure::WrongOwner { .. }) => 2,
+            Err(OpFailure::Unavailable { .. }) => 3,
+            Err(OpFailure::UnknownTable(_)) => 4,
+            Err(OpFailure::InvalidArgument(_)) => 5,
+            Err(OpFailure::ResourceExhausted(_)) => 6,
+            Err(OpFailure::NotACounter) => 7,
         };
-        self.ops.with_label_values(&[kind, outcome]).inc();
+        let kind = OP_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(OP_KINDS.len() - 1);
+        if let Some(counter) = self.op_counters.get(kind).and_then(|k| k.get(outcome)) {
+            counter.inc();
+        }
     }
 }

@@ -32,7 +32,7 @@ impl RangeTable {
                 std::ops::Bound::Included(range_key),
             ))
             .next_back()?;
-        range.state.lock().contains(range_key).then_some(range)
+        range.contains(range_key).then_some(range)
     }
 
     pub fn insert(&mut self, range: Arc<Range>, start: Vec<u8>) {
@@ -42,13 +42,12 @@ impl RangeTable {
 
     pub fn remove(&mut self, id: RangeId) -> Option<Arc<Range>> {
         let range = self.by_id.remove(&id)?;
-        let start = range.state.lock().start.clone();
         if self
             .by_start
-            .get(&start)
+            .get(&range.start)
             .is_some_and(|r| Arc::ptr_eq(r, &range))
         {
-            self.by_start.remove(&start);
+            self.by_start.remove(&range.start);
         }
         Some(range)
     }
@@ -146,11 +145,17 @@ impl Node {
         let mut op_ranges: Vec<Option<RangeId>> = Vec::with_capacity(req.ops.len());
         let mut waits: HashMap<RangeId, CommitWait> = HashMap::new();
         let mut kinds = Vec::with_capacity(req.ops.len());
+        let mut written: Vec<Arc<Range>> = Vec::new();
         for op in req.ops {
             let kind = op_kind_name(op.op.as_ref());
             kinds.push(kind);
             match self.execute(op.op, req.map_version) {
-                Ok((outcome, wait)) => {
+                Ok((outcome, wait, wrote)) => {
+                    if let Some(range) = wrote
+                        && !written.iter().any(|r| Arc::ptr_eq(r, &range))
+                    {
+                        written.push(range);
+                    }
                     op_ranges.push(wait.as_ref().map(|w| w.range.id));
                     if let Some(wait) = wait {
                         match waits.get_mut(&wait.range.id) {
@@ -167,6 +172,9 @@ impl Node {
                     results.push(Err(failure));
                 }
             }
+        }
+        for range in &written {
+            range.publish(&range.state.lock());
         }
         let mut failed_ranges: HashMap<RangeId, OpFailure> = HashMap::new();
         for (id, wait) in waits {
@@ -228,7 +236,7 @@ impl Node {
         &self,
         op: Option<OpKind>,
         client_map_version: u64,
-    ) -> Result<(Outcome, Option<CommitWait>), OpFailure> {
+    ) -> Result<(Outcome, Option<CommitWait>, Option<Arc<Range>>), OpFailure> {
         let op = op.ok_or_else(|| OpFailure::InvalidArgument("empty operation".into()))?;
         let (table, key, value) = match &op {
             OpKind::Get(o) => (o.table, &o.key, None),
@@ -363,14 +371,15 @@ impl Node {
         // A write waits for its own entry; anything else waits for pending writes it saw.
         let lsn = written_lsn.unwrap_or_else(|| pending_lsn(&state, &rk, Some(&rk)));
         let needs_wait = lsn > state.committed_lsn;
-        range.publish(&state);
         drop(state);
         let wait = needs_wait.then(|| CommitWait {
             range: range.clone(),
             lsn,
             fence_gen,
         });
-        Ok((outcome, wait))
+        // The watermarks are published once per batch and range, not per write.
+        let wrote = written_lsn.is_some().then_some(range);
+        Ok((outcome, wait, wrote))
     }
 
     /// An ordered scan within the one local range that holds the start key.

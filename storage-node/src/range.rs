@@ -98,6 +98,10 @@ pub struct LogSignal {
 pub struct Range {
     /// The range id (fixed for the object's life).
     pub id: RangeId,
+    /// Inclusive start range key (fixed: a split creates new range objects).
+    pub start: Vec<u8>,
+    /// Exclusive end range key, `None` = unbounded (fixed like `start`).
+    pub end: Option<Vec<u8>>,
     /// All mutable state.
     pub state: Mutex<RangeState>,
     /// Commit watermark.
@@ -178,6 +182,11 @@ pub struct OverBudget {
 }
 
 impl Range {
+    /// Whether `range_key` belongs to this range; needs no lock.
+    pub fn contains(&self, range_key: &[u8]) -> bool {
+        range_key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| range_key < e)
+    }
+
     /// A new range object around `state`.
     pub fn new(state: RangeState) -> Self {
         let commit = CommitSignal {
@@ -190,6 +199,8 @@ impl Range {
         };
         Range {
             id: state.id,
+            start: state.start.clone(),
+            end: state.end.clone(),
             state: Mutex::new(state),
             commit_tx: watch::channel(commit).0,
             log_tx: watch::channel(log).0,
@@ -315,7 +326,8 @@ impl RangeState {
         }
         let lsn = self.applied_lsn + 1;
         let stamp = stamp::make(self.epoch, lsn);
-        let key = Bytes::copy_from_slice(range_key);
+        // With no one to replicate to, the entry would be dropped at once: skip building it.
+        let logged = !self.unreplicated();
         let effect = match value {
             Some(value) => {
                 self.data.insert(
@@ -325,11 +337,17 @@ impl RangeState {
                         stamp,
                     },
                 );
-                Effect::Put(pb::PutEffect { key, value, stamp })
+                logged.then(|| {
+                    Effect::Put(pb::PutEffect {
+                        key: Bytes::copy_from_slice(range_key),
+                        value,
+                        stamp,
+                    })
+                })
             }
             None => {
                 self.data.remove(range_key);
-                Effect::Delete(key)
+                logged.then(|| Effect::Delete(Bytes::copy_from_slice(range_key)))
             }
         };
         if old_cost > new_cost {
@@ -339,9 +357,14 @@ impl RangeState {
         self.push_log(pb::LogEntry {
             lsn,
             epoch: self.epoch,
-            effect: Some(effect),
+            effect,
         });
         Ok(stamp)
+    }
+
+    /// A primary with no backups or learners: its writes are committed when applied.
+    fn unreplicated(&self) -> bool {
+        self.role == Role::Primary && self.replicas.len() <= 1 && self.learners.is_empty()
     }
 
     /// Appends a split entry as primary; the split itself happens once it is committed.
@@ -359,7 +382,7 @@ impl RangeState {
     fn push_log(&mut self, entry: pb::LogEntry) {
         self.applied_lsn = entry.lsn;
         self.last_entry_epoch = entry.epoch;
-        if self.replicas.len() <= 1 && self.learners.is_empty() && self.role == Role::Primary {
+        if self.unreplicated() {
             // Nobody to replicate to: the entry is committed at once and need not be kept.
             self.committed_lsn = self.applied_lsn;
             self.log_base = self.applied_lsn;

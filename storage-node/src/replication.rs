@@ -331,6 +331,16 @@ pub(crate) fn on_replicate(node: &Arc<Node>, req: pb::ReplicateRequest) -> pb::R
             return refuse("range retired here", Some(&state));
         }
         if req.epoch < state.epoch {
+            if state.primary == req.primary && state.role != Role::Primary {
+                // Our map names the sender as primary at a higher epoch (a replica was
+                // added or removed): it is not deposed, only behind on the map, which
+                // reaches the nodes in no particular order. Refuse without our epoch, so it
+                // retries once it has the map instead of fencing the range for good.
+                return pb::ReplicateResponse {
+                    epoch: req.epoch,
+                    ..refuse("sender is behind on the partition map", Some(&state))
+                };
+            }
             return refuse("stale epoch", Some(&state));
         }
         if state.role == Role::Primary && req.primary != node.id() {

@@ -8,7 +8,7 @@ use shmdb_proto::storage::{admin_server, replication_server, storage_server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
 use crate::metrics::NodeMetrics;
@@ -84,9 +84,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
+        // Accepted sockets need TCP_NODELAY too, or small responses wait for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     let server = tokio::spawn(server);
     let mut background = vec![tokio::spawn(refresh_gauges(node.clone()))];
     let mut metrics_addr = None;

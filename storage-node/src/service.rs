@@ -1,7 +1,12 @@
 //! The gRPC services of a storage node: data path, replication and admin.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::Mutex;
+use shmdb_proto::storage::storage_client::StorageClient;
+use tonic::transport::{Channel, Endpoint};
 
 use shmdb_proto::storage::{self as pb, admin_server, replication_server, storage_server};
 use tonic::{Request, Response, Status, Streaming};
@@ -12,12 +17,29 @@ use crate::node::Node;
 #[derive(Debug, Clone)]
 pub struct NodeService {
     node: Arc<Node>,
+    echo_peers: Arc<Mutex<HashMap<String, StorageClient<Channel>>>>,
 }
 
 impl NodeService {
     /// Wraps a node.
     pub fn new(node: Arc<Node>) -> Self {
-        NodeService { node }
+        NodeService {
+            node,
+            echo_peers: Arc::default(),
+        }
+    }
+
+    fn echo_peer(&self, address: &str) -> Result<StorageClient<Channel>, Status> {
+        let mut peers = self.echo_peers.lock();
+        if let Some(client) = peers.get(address) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::invalid_argument(format!("bad forward address: {e}")))?
+            .tcp_nodelay(true);
+        let client = StorageClient::new(endpoint.connect_lazy());
+        peers.insert(address.to_string(), client.clone());
+        Ok(client)
     }
 }
 
@@ -55,8 +77,30 @@ impl storage_server::Storage for NodeService {
         &self,
         request: Request<pb::EchoRequest>,
     ) -> Result<Response<pb::EchoResponse>, Status> {
+        let request = request.into_inner();
+        if !request.forward.is_empty() {
+            let calls = request
+                .forward
+                .iter()
+                .map(|address| {
+                    let payload = request.payload.clone();
+                    let client = self.echo_peer(address);
+                    async move {
+                        client?
+                            .echo(pb::EchoRequest {
+                                payload,
+                                forward: Vec::new(),
+                            })
+                            .await
+                    }
+                })
+                .collect::<Vec<_>>();
+            for result in futures::future::join_all(calls).await {
+                result?;
+            }
+        }
         Ok(Response::new(pb::EchoResponse {
-            payload: request.into_inner().payload,
+            payload: request.payload,
         }))
     }
 }

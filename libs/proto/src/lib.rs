@@ -11,3 +11,8 @@
 pub mod storage {
     tonic::include_proto!("shmdb.storage.v1");
 }
+
+/// Commit-manager contract: start, commit, abort, heartbeats and status.
+pub mod commit {
+    tonic::include_proto!("shmdb.commit.v1");
+}
