@@ -70,6 +70,16 @@ pub struct Node {
     pub(crate) incarnation: u64,
 }
 
+/// What executing one operation produced.
+struct Executed {
+    /// The result to report (once `wait` is satisfied).
+    outcome: Outcome,
+    /// The commit watermark to wait for, if the result depends on unreplicated entries.
+    wait: Option<CommitWait>,
+    /// The range written to, whose watermarks must be published after the batch.
+    wrote: Option<Arc<Range>>,
+}
+
 /// A range whose commit watermark an operation must wait for before answering.
 struct CommitWait {
     range: Arc<Range>,
@@ -150,7 +160,11 @@ impl Node {
             let kind = op_kind_name(op.op.as_ref());
             kinds.push(kind);
             match self.execute(op.op, req.map_version) {
-                Ok((outcome, wait, wrote)) => {
+                Ok(Executed {
+                    outcome,
+                    wait,
+                    wrote,
+                }) => {
                     if let Some(range) = wrote
                         && !written.iter().any(|r| Arc::ptr_eq(r, &range))
                     {
@@ -236,7 +250,7 @@ impl Node {
         &self,
         op: Option<OpKind>,
         client_map_version: u64,
-    ) -> Result<(Outcome, Option<CommitWait>, Option<Arc<Range>>), OpFailure> {
+    ) -> Result<Executed, OpFailure> {
         let op = op.ok_or_else(|| OpFailure::InvalidArgument("empty operation".into()))?;
         let (table, key, value) = match &op {
             OpKind::Get(o) => (o.table, &o.key, None),
@@ -379,7 +393,11 @@ impl Node {
         });
         // The watermarks are published once per batch and range, not per write.
         let wrote = written_lsn.is_some().then_some(range);
-        Ok((outcome, wait, wrote))
+        Ok(Executed {
+            outcome,
+            wait,
+            wrote,
+        })
     }
 
     /// An ordered scan within the one local range that holds the start key.
