@@ -117,12 +117,13 @@ pub async fn install_map(node: &Arc<Node>, proto: pb::PartitionMap) -> Result<u6
                 retire(node, &range);
             }
         }
+        // Published before the table lock is released: whoever finds a range gone from
+        // the table also sees the map that removed it (see `create_for_primary`).
+        *node.map.write() = Arc::new(map.clone());
     }
     info!(version = map.version, "installed partition map");
     node.metrics.map_version.set(map.version as i64);
-    let version = map.version;
-    *node.map.write() = Arc::new(map);
-    Ok(version)
+    Ok(map.version)
 }
 
 fn role_in(desc: &RangeDesc, node: u64) -> Role {

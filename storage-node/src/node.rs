@@ -246,11 +246,7 @@ impl Node {
 
     /// Applies one operation under its range's lock; returns the outcome and what to wait
     /// for before the outcome may be reported.
-    fn execute(
-        &self,
-        op: Option<OpKind>,
-        client_map_version: u64,
-    ) -> Result<Executed, OpFailure> {
+    fn execute(&self, op: Option<OpKind>, client_map_version: u64) -> Result<Executed, OpFailure> {
         let op = op.ok_or_else(|| OpFailure::InvalidArgument("empty operation".into()))?;
         let (table, key, value) = match &op {
             OpKind::Get(o) => (o.table, &o.key, None),

@@ -321,7 +321,11 @@ pub(crate) fn on_replicate(node: &Arc<Node>, req: pb::ReplicateRequest) -> pb::R
                 reason: "no copy of this range".into(),
                 ..Default::default()
             },
-            Err(reason) => refuse(&reason, None),
+            Err(NotCreated::Deposed(epoch)) => pb::ReplicateResponse {
+                epoch,
+                ..refuse("the range has moved on without the sender", None)
+            },
+            Err(NotCreated::Refused(reason)) => refuse(&reason, None),
         };
     };
     let mut split = None;
@@ -410,14 +414,49 @@ pub(crate) fn on_replicate(node: &Arc<Node>, req: pb::ReplicateRequest) -> pb::R
     response
 }
 
+/// Why no replica was created for a range a primary replicates to us.
+enum NotCreated {
+    /// Our map has the range (or its children) at a newer epoch led by another node: the
+    /// sender was deposed without noticing, and must learn it from this epoch.
+    Deposed(u64),
+    /// Not now (the sender is behind on the map, or the range overlaps one held here).
+    Refused(String),
+}
+
 /// Creates an empty replica awaiting a snapshot for a range a primary replicates to us
 /// before our map says so (maps reach nodes in no particular order).
-fn create_for_primary(node: &Arc<Node>, req: &pb::ReplicateRequest) -> Result<(), String> {
+///
+/// Unless our map already shows the range at a newer epoch: then we were removed from it
+/// (or it moved away entirely) and the sender runs an older map. If the newer range has the
+/// same primary, the sender merely has not installed that map yet; otherwise it was
+/// deposed, and a copy created here would let it complete writes that no current replica
+/// of the range ever sees. The map is read under the range-table lock, and `install_map`
+/// publishes a map before releasing that lock, so a range missing here is never judged by
+/// a map older than the one that removed it.
+fn create_for_primary(node: &Arc<Node>, req: &pb::ReplicateRequest) -> Result<(), NotCreated> {
     let start = req.start.to_vec();
     let end = (!req.end.is_empty()).then(|| req.end.to_vec());
     let mut table = node.ranges.write();
     if table.by_id.contains_key(&req.range_id) {
         return Ok(());
+    }
+    let map = node.map();
+    let mut newer_same_primary = false;
+    for desc in &map.ranges {
+        let overlaps = end.as_ref().is_none_or(|e| desc.start < *e)
+            && desc.end.as_ref().is_none_or(|e| start < *e);
+        if !overlaps || desc.epoch <= req.epoch {
+            continue;
+        }
+        if desc.primary() != Some(req.primary) {
+            return Err(NotCreated::Deposed(desc.epoch));
+        }
+        newer_same_primary = true;
+    }
+    if newer_same_primary {
+        return Err(NotCreated::Refused(
+            "sender is behind on the partition map".into(),
+        ));
     }
     let overlaps = table.by_start.values().any(|r| {
         let s = r.state.lock();
@@ -426,7 +465,7 @@ fn create_for_primary(node: &Arc<Node>, req: &pb::ReplicateRequest) -> Result<()
             && s.end.as_ref().is_none_or(|e| start < *e)
     });
     if overlaps {
-        return Err("overlaps a range held here".into());
+        return Err(NotCreated::Refused("overlaps a range held here".into()));
     }
     let mut state = RangeState::empty(
         req.range_id,
@@ -490,7 +529,12 @@ pub(crate) async fn on_snapshot(
                 target: header.target,
                 ..Default::default()
             };
-            create_for_primary(node, &req).map_err(tonic::Status::failed_precondition)?;
+            create_for_primary(node, &req).map_err(|e| match e {
+                NotCreated::Deposed(epoch) => tonic::Status::failed_precondition(format!(
+                    "the range has moved on without the sender (epoch {epoch})"
+                )),
+                NotCreated::Refused(reason) => tonic::Status::failed_precondition(reason),
+            })?;
             node.ranges
                 .read()
                 .by_id

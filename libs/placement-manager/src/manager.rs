@@ -416,6 +416,11 @@ impl PlacementManager {
         Ok(next)
     }
 
+    /// Waits until the primary reports the learner caught up. Gives up early when the
+    /// primary or the learner stops answering (`dead_after_failures` probes in a row, a
+    /// different node answering at its address included): the round then ends and the next
+    /// one re-plans, so a node that dies meanwhile is replaced at once instead of after the
+    /// whole catch-up timeout, during which no other range would be repaired.
     async fn wait_caught_up(
         &self,
         map: &PartitionMap,
@@ -424,9 +429,18 @@ impl PlacementManager {
         learner: NodeId,
     ) -> Result<(), ManagerError> {
         let address = map.nodes.get(&primary).cloned().unwrap_or_default();
+        let learner_address = map.nodes.get(&learner).cloned().unwrap_or_default();
         let deadline = Instant::now() + self.config.catch_up_timeout;
+        let mut silent = 0;
         loop {
-            if let Some(report) = self.report(&address, false).await {
+            let (from_primary, from_learner) = futures::join!(
+                self.report(&address, false),
+                self.report(&learner_address, false)
+            );
+            // Another node answering at a lost node's address does not count (as in `probe`).
+            let from_primary = from_primary.filter(|r| r.node_id == primary);
+            let from_learner = from_learner.filter(|r| r.node_id == learner);
+            if let Some(report) = &from_primary {
                 let caught_up = report
                     .ranges
                     .iter()
@@ -436,6 +450,24 @@ impl PlacementManager {
                 if caught_up {
                     return Ok(());
                 }
+            }
+            silent = if from_primary.is_some() && from_learner.is_some() {
+                0
+            } else {
+                silent + 1
+            };
+            if silent >= self.config.dead_after_failures.max(1) {
+                let node = if from_primary.is_none() {
+                    primary
+                } else {
+                    learner
+                };
+                return Err(ManagerError::Node {
+                    node,
+                    message: format!(
+                        "stopped answering while the learner of range {range} caught up"
+                    ),
+                });
             }
             if Instant::now() > deadline {
                 return Err(ManagerError::Node {

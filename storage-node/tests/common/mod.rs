@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+pub mod processes;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

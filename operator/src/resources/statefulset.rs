@@ -1,0 +1,220 @@
+//! The three StatefulSets.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, ResourceRequirements, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::ObjectMeta;
+
+use super::names::{
+    COMMIT_PORT, METRICS_PORT, Names, SQL_PORT, STORAGE_PORT, Tier, labels, meta, selector_labels,
+};
+use super::pod::{PodParts, env, pod_name_env, template};
+use crate::crd::SharedMemDatabase;
+use crate::quantity;
+
+/// Where the storage node keeps its log and checkpoints when persistence is on.
+pub const DATA_DIR: &str = "/var/lib/shmdb";
+
+fn stateful_set(
+    db: &SharedMemDatabase,
+    names: &Names,
+    tier: Tier,
+    replicas: Option<i32>,
+    template: k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> StatefulSet {
+    StatefulSet {
+        metadata: meta(db, names, names.stateful_set(tier), labels(names, tier)),
+        spec: Some(StatefulSetSpec {
+            replicas,
+            service_name: Some(names.headless(tier)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(names, tier)),
+                match_expressions: None,
+            },
+            // Every tier can start its pods together: storage nodes are filled by the
+            // placement manager, not by start order.
+            pod_management_policy: Some("Parallel".to_string()),
+            template,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn common_env(names: &Names, listen_port: i32) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    vec![
+        pod_name_env(),
+        env("SHMDB_LISTEN", format!("0.0.0.0:{listen_port}")),
+        env("SHMDB_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+        env("SHMDB_LOG_FORMAT", "json"),
+        env("SHMDB_DATABASE", names.database.clone()),
+    ]
+}
+
+/// Processing nodes: replicas follow `spec.processing.replicas`, which the HPA writes through
+/// the database's scale subresource, so the operator never fights the HPA.
+pub fn processing(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
+    let spec = &db.spec.processing;
+    let mut vars = common_env(names, SQL_PORT);
+    vars.push(env(
+        "SHMDB_STORAGE_SEEDS",
+        names.storage_seeds(db.spec.storage.replicas),
+    ));
+    vars.push(env("SHMDB_COMMIT_MANAGERS", names.commit_managers()));
+    vars.extend(spec.env.iter().cloned());
+    let parts = PodParts {
+        tier: Tier::Processing,
+        command: Some(vec![Tier::Processing.binary().to_string()]),
+        args: spec.args.clone(),
+        env: vars,
+        resources: spec.resources.clone(),
+        overrides: &spec.pod,
+        rdma: true,
+    };
+    stateful_set(
+        db,
+        names,
+        Tier::Processing,
+        Some(spec.replicas),
+        template(db, names, parts),
+    )
+}
+
+/// Storage nodes: replicas are the autoscaler's decision (it shrinks only after draining).
+/// The node id is the pod ordinal + 1, computed by the shell from the pod's hostname
+/// because Kubernetes offers no arithmetic on the ordinal.
+pub fn storage(db: &SharedMemDatabase, names: &Names, replicas: i32) -> StatefulSet {
+    let spec = &db.spec.storage;
+    let memory = quantity::to_bytes(&spec.memory_per_node).unwrap_or(0);
+    let mut vars = common_env(names, STORAGE_PORT);
+    vars.push(env(
+        "SHMDB_ADVERTISE",
+        format!(
+            "$(POD_NAME).{}.{}.svc:{STORAGE_PORT}",
+            names.headless(Tier::Storage),
+            names.namespace
+        ),
+    ));
+    vars.push(env("SHMDB_MEMORY_LIMIT", memory.to_string()));
+    if spec.persistence.is_some() {
+        vars.push(env("SHMDB_DATA_DIR", DATA_DIR));
+    }
+    vars.extend(spec.env.iter().cloned());
+    // Record memory plus a quarter and 256Mi for indexes, buffers and the runtime, so the
+    // node refuses writes (ResourceExhausted) long before the kernel kills it.
+    let container_memory = quantity::from_bytes(memory + memory / 4 + (256 << 20));
+    let resources = spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "memory".to_string(),
+                container_memory.clone(),
+            )])),
+            limits: Some(BTreeMap::from([("memory".to_string(), container_memory)])),
+            ..Default::default()
+        });
+    let mut command = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "exec {} --node-id $(( ${{HOSTNAME##*-}} + 1 )) \"$@\"",
+            Tier::Storage.binary()
+        ),
+        "--".to_string(),
+    ];
+    command.extend(spec.args.iter().cloned());
+    let parts = PodParts {
+        tier: Tier::Storage,
+        command: Some(command),
+        args: Vec::new(),
+        env: vars,
+        resources: Some(resources),
+        overrides: &spec.pod,
+        rdma: true,
+    };
+    let mut set = stateful_set(
+        db,
+        names,
+        Tier::Storage,
+        Some(replicas),
+        template(db, names, parts),
+    );
+    if let (Some(persistence), Some(set_spec)) = (&spec.persistence, set.spec.as_mut()) {
+        set_spec.volume_claim_templates = Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".to_string()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+                storage_class_name: persistence.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity(persistence.size.0.clone()),
+                    )])),
+                    limits: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }]);
+        // A drained, removed node's log is worthless; deleting the database deletes data.
+        set_spec.persistent_volume_claim_retention_policy =
+            Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some("Delete".to_string()),
+                when_scaled: Some("Delete".to_string()),
+            });
+        if let Some(container) = set_spec
+            .template
+            .spec
+            .as_mut()
+            .and_then(|p| p.containers.first_mut())
+        {
+            container.volume_mounts = Some(vec![VolumeMount {
+                name: "data".to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..Default::default()
+            }]);
+        }
+    }
+    set
+}
+
+/// Commit managers. With autoscaling the HPA owns `replicas`, so the operator leaves the
+/// field out of its apply (server-side apply then never resets it).
+pub fn commit_manager(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
+    let spec = &db.spec.commit_managers;
+    let mut vars = common_env(names, COMMIT_PORT);
+    vars.push(env(
+        "SHMDB_STORAGE_SEEDS",
+        names.storage_seeds(db.spec.storage.replicas),
+    ));
+    vars.extend(spec.env.iter().cloned());
+    let parts = PodParts {
+        tier: Tier::CommitManager,
+        command: Some(vec![Tier::CommitManager.binary().to_string()]),
+        args: spec.args.clone(),
+        env: vars,
+        resources: spec.resources.clone(),
+        overrides: &spec.pod,
+        rdma: false,
+    };
+    let replicas = spec.autoscaling.is_none().then_some(spec.replicas);
+    stateful_set(
+        db,
+        names,
+        Tier::CommitManager,
+        replicas,
+        template(db, names, parts),
+    )
+}
