@@ -15,7 +15,11 @@ pub mod datum;
 pub mod encoding;
 pub mod error;
 pub mod keys;
+pub mod node;
+pub mod pg;
 pub mod record;
+pub mod sql;
+pub mod txn;
 
 pub use datum::{Datum, DatumKind, Decimal, float_cmp};
 pub use encoding::key::{

@@ -8,4 +8,5 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod database;
 pub mod status;

@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shmdb::cluster::{ClusterOptions, LocalCluster};
+use std::sync::Arc;
+
+use shmdb::cluster::ClusterOptions;
+use shmdb::database::{LocalDatabase, SqlOptions};
+use shmdb_commit_manager::ManagerConfig;
+use shmdb_processing_node::txn::recover::LogRecovery;
 
 /// shmdb command-line tool.
 #[derive(Debug, Parser)]
@@ -22,8 +27,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a local cluster on 127.0.0.1 (no Kubernetes needed) and run until Ctrl-C.
-    Up(ClusterOptions),
+    /// Start a local database on 127.0.0.1 (no Kubernetes needed) and run until Ctrl-C:
+    /// storage nodes, placement manager, commit manager and processing nodes (SQL on 5432).
+    Up {
+        #[command(flatten)]
+        cluster: ClusterOptions,
+        #[command(flatten)]
+        sql: SqlOptions,
+    },
+    /// Run a commit manager with transaction-log recovery (what `shmdb up --processes`
+    /// starts as a child; the `commit-manager` binary cannot link the recovery code).
+    #[command(hide = true)]
+    CommitManager {
+        #[command(flatten)]
+        manager: ManagerConfig,
+    },
     /// Print tiers, ranges, replicas and health of a running cluster.
     Status {
         /// Storage-node addresses to ask for the partition map.
@@ -48,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
     let _telemetry = shmdb_telemetry::init("shmdb", format)?;
     match cli.command {
-        Command::Up(options) => up(options).await,
+        Command::Up { cluster, sql } => up(cluster, sql).await,
+        Command::CommitManager { manager } => commit_manager(manager).await,
         Command::Status { seeds } => {
             let status = shmdb::status::gather(&seeds).await?;
             print!("{}", status.render());
@@ -58,12 +77,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn up(options: ClusterOptions) -> anyhow::Result<()> {
-    let cluster = LocalCluster::start(&options)
+async fn up(options: ClusterOptions, sql: SqlOptions) -> anyhow::Result<()> {
+    let db = LocalDatabase::start(&options, &sql)
         .await
-        .context("starting the local cluster")?;
-    let map = cluster.map().await?;
-    println!("shmdb local cluster is up (Ctrl-C stops it)");
+        .context("starting the local database")?;
+    let map = db.storage.map().await?;
+    println!("shmdb local database is up (Ctrl-C stops it)");
     println!(
         "  storage nodes: {}  replication factor {}  ranges {}  map v{}",
         map.nodes.len(),
@@ -71,7 +90,7 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
         map.ranges.len(),
         map.version
     );
-    for node in cluster.nodes.lock().iter() {
+    for node in db.storage.nodes.lock().iter() {
         println!(
             "  storage node {}: grpc {}  metrics {}",
             node.id(),
@@ -80,16 +99,55 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
                 .map_or("-".to_string(), |m| format!("http://{m}/metrics"))
         );
     }
+    println!("  commit manager: grpc {}", db.commit_addr);
+    for (i, node) in db.processing.lock().iter().enumerate() {
+        println!(
+            "  processing node {}: sql {}  metrics {}",
+            i + 1,
+            node.addr(),
+            node.metrics_addr()
+                .map_or("-".to_string(), |m| format!("http://{m}/metrics"))
+        );
+    }
     println!(
         "  status: shmdb status --seeds {}",
-        cluster.seeds().join(",")
+        db.storage.seeds().join(",")
     );
+    if let Some(first) = db.pg_addrs().first() {
+        println!();
+        println!("Connect with:");
+        println!("  psql -h {} -p {} -U shmdb", first.ip(), first.port());
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     println!("stopping...");
-    tokio::time::timeout(Duration::from_secs(10), cluster.shutdown())
+    tokio::time::timeout(Duration::from_secs(15), db.shutdown())
         .await
-        .context("the cluster did not stop in time")?;
+        .context("the database did not stop in time")?;
+    Ok(())
+}
+
+async fn commit_manager(config: ManagerConfig) -> anyhow::Result<()> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let store = shmdb_store_client::StoreClient::connect(
+        shmdb_store_client::StoreClientConfig::with_seeds(config.store_seeds.clone()),
+    )
+    .await
+    .context("connecting to the store")?;
+    let running = shmdb_commit_manager::start_with_store(
+        config,
+        store.clone(),
+        Arc::new(LogRecovery::new(store)),
+    )
+    .await
+    .context("starting the commit manager")?;
+    println!("commit manager listening on {}", running.addr);
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    running.shutdown().await;
     Ok(())
 }

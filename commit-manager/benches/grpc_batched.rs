@@ -1,0 +1,102 @@
+//! Transactions per second over gRPC: 64 concurrent clients (tasks) doing start + commit in
+//! a loop through `CommitClient`s, whose request batching coalesces concurrent calls into
+//! `StartBatch` / `FinishBatch` RPCs. The manager, a one-node storage cluster (its state is
+//! published there, one write per group of commits) and the clients share this process.
+//!
+//! Run: `cargo bench -p shmdb-commit-manager --bench grpc_batched`
+//! (optional arguments: seconds to measure, concurrent clients, CommitClient instances).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shmdb::cluster::{ClusterOptions, LocalCluster};
+use shmdb_commit_manager::{CommitClient, CommitClientConfig, ManagerConfig, NoWritesRecovery};
+use shmdb_store_client::{StoreClient, StoreClientConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let tasks: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(Duration::from_secs(seconds), tasks, clients))
+}
+
+async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Result<()> {
+    let cluster = LocalCluster::start(&ClusterOptions::ephemeral(1, 1)).await?;
+    let store = StoreClient::connect(StoreClientConfig::with_seeds(cluster.seeds())).await?;
+    let cfg = ManagerConfig::local(1, cluster.seeds());
+    let manager =
+        shmdb_commit_manager::start_with_store(cfg, store, Arc::new(NoWritesRecovery)).await?;
+    let addr = manager.addr.to_string();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let in_flight: usize = std::env::var("BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CommitClientConfig::new([""], 0).max_in_flight);
+    let pool: Vec<CommitClient> = (0..clients)
+        .map(|i| {
+            let mut cfg = CommitClientConfig::new([addr.clone()], i as u64 + 1);
+            cfg.max_in_flight = in_flight;
+            CommitClient::new(cfg)
+        })
+        .collect::<Result<_, _>>()?;
+    let inproc = std::env::var("BENCH_INPROC").is_ok();
+    for t in 0..tasks {
+        if inproc {
+            let m = manager.manager.clone();
+            let done = done.clone();
+            let stop = stop.clone();
+            handles.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let g = m.start_batch(t as u64, 1).await?;
+                    m.commit(g.tids[0]).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+            continue;
+        }
+        let client = pool[t % clients].clone();
+        let done = done.clone();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = client.start().await?;
+                client.commit(started.tid).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    let before = manager.manager.status();
+    let count_before = done.load(Ordering::Relaxed);
+    let began = Instant::now();
+    tokio::time::sleep(measure).await;
+    let count = done.load(Ordering::Relaxed) - count_before;
+    let elapsed = began.elapsed().as_secs_f64();
+    let after = manager.manager.status();
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await??;
+    }
+    let publishes = after.stats.publishes - before.stats.publishes;
+    println!(
+        "grpc: {tasks} concurrent clients over {clients} CommitClients: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write), snapshot {} bytes",
+        count as f64 / elapsed,
+        (after.stats.commits - before.stats.commits) as f64 / publishes.max(1) as f64,
+        after.snapshot_bytes
+    );
+    manager.shutdown().await;
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The commit-manager binary: one commit manager serving until it is told to stop.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use shmdb_commit_manager::{ManagerConfig, NoWritesRecovery};
+
+/// shmdb commit manager.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "shmdb commit manager: tids, snapshot descriptors, lowest active version"
+)]
+struct Cli {
+    #[command(flatten)]
+    manager: ManagerConfig,
+    /// Log format: human or json.
+    #[arg(long, env = "SHMDB_LOG_FORMAT", default_value = "human")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let format = cli
+        .log_format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
+    let _telemetry = shmdb_telemetry::init("commit-manager", format)?;
+    cli.manager
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let id = cli.manager.manager_id;
+    // Until the processing node's transaction-log recovery exists (issue #4), silent nodes'
+    // transactions are aborted without reverting writes; see NoWritesRecovery.
+    let running = shmdb_commit_manager::start(cli.manager, Arc::new(NoWritesRecovery))
+        .await
+        .context("starting the commit manager")?;
+    println!("commit manager {id} listening on {}", running.addr);
+    tokio::select! {
+        result = running.wait() => result.map_err(|e| anyhow::anyhow!("server stopped: {e}")),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

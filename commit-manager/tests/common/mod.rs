@@ -1,0 +1,71 @@
+//! Shared set-up of the commit-manager tests: an in-process storage cluster, managers on it,
+//! clients, and waiting on conditions.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shmdb::cluster::{ClusterOptions, LocalCluster};
+use shmdb_commit_manager::{
+    CommitClient, CommitClientConfig, ManagerConfig, Recovery, RunningManager,
+};
+use shmdb_store_client::{StoreClient, StoreClientConfig};
+
+/// A one-node in-process storage cluster and a client of it.
+pub struct Store {
+    pub cluster: LocalCluster,
+    pub client: StoreClient,
+}
+
+pub async fn store() -> anyhow::Result<Store> {
+    let cluster = LocalCluster::start(&ClusterOptions::ephemeral(1, 1)).await?;
+    let client = StoreClient::connect(StoreClientConfig::with_seeds(cluster.seeds())).await?;
+    Ok(Store { cluster, client })
+}
+
+/// A manager configuration for tests: small tid blocks (several leases per test), the default
+/// 5 ms publish interval, a short heartbeat timeout.
+pub fn manager_config(id: u64, store: &Store) -> ManagerConfig {
+    let mut cfg = ManagerConfig::local(id, store.cluster.seeds());
+    cfg.tid_block = 100;
+    cfg.heartbeat_timeout = Duration::from_secs(2);
+    cfg
+}
+
+pub async fn start_manager(
+    cfg: ManagerConfig,
+    store: &Store,
+    recovery: Arc<dyn Recovery>,
+) -> anyhow::Result<RunningManager> {
+    Ok(shmdb_commit_manager::start_with_store(cfg, store.client.clone(), recovery).await?)
+}
+
+/// A client of the given managers for processing node `node`.
+pub fn client(managers: &[String], node: u64, preferred: usize) -> anyhow::Result<CommitClient> {
+    let mut cfg = CommitClientConfig::new(managers.iter().cloned(), node);
+    cfg.preferred = preferred;
+    cfg.heartbeat_interval = Some(Duration::from_millis(200));
+    // Generous: a commit to a killed manager waits for its restart, on a loaded machine.
+    cfg.deadline = Duration::from_secs(30);
+    Ok(CommitClient::new(cfg)?)
+}
+
+/// Polls `check` until it returns `Some`, failing after `timeout`. Condition waits, not
+/// sleeps: the test proceeds the moment the condition holds.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

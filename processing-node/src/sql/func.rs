@@ -1,0 +1,427 @@
+//! Scalar functions: name resolution, result types and evaluation.
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::datum::Datum;
+use crate::sql::error::SqlError;
+use crate::sql::expr::{EvalCtx, as_text};
+use crate::sql::sqltype::SqlType;
+use crate::sql::types::PgType;
+use crate::sql::value::{cast, compare};
+
+/// A scalar function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    /// upper(text)
+    Upper,
+    /// lower(text)
+    Lower,
+    /// length(text) / char_length
+    Length,
+    /// substr(text, from [, count])
+    Substr,
+    /// coalesce(a, b, ...)
+    Coalesce,
+    /// nullif(a, b)
+    NullIf,
+    /// abs(x)
+    Abs,
+    /// round(x [, digits])
+    Round,
+    /// trunc(x [, digits])
+    Trunc,
+    /// floor(x)
+    Floor,
+    /// ceil(x)
+    Ceil,
+    /// now() / current_timestamp / localtimestamp
+    Now,
+    /// current_date
+    CurrentDate,
+    /// greatest(...)
+    Greatest,
+    /// least(...)
+    Least,
+    /// trim / btrim
+    Trim,
+    /// ltrim
+    Ltrim,
+    /// rtrim
+    Rtrim,
+    /// concat(...)
+    Concat,
+    /// mod(a, b)
+    Mod,
+    /// version()
+    Version,
+    /// current_database() / current_schema() / current_user
+    Constant(&'static str),
+    /// position(sub in s) / strpos(s, sub)
+    Strpos,
+    /// replace(s, from, to)
+    Replace,
+    /// s ~ pattern (POSIX regex), with (negated, case-insensitive)
+    Regex(bool, bool),
+    /// pg_table_is_visible(oid) and other catalog predicates that hold for our one schema
+    True,
+    /// obj_description(...) and other catalog lookups with nothing to report
+    NullText,
+    /// format_type(type oid, typmod)
+    FormatType,
+}
+
+impl Func {
+    /// Resolves a function name and argument count.
+    pub fn lookup(name: &str, argc: usize) -> Option<Func> {
+        Some(match (name, argc) {
+            ("upper", 1) => Func::Upper,
+            ("lower", 1) => Func::Lower,
+            ("length" | "char_length" | "character_length", 1) => Func::Length,
+            ("substr" | "substring", 2 | 3) => Func::Substr,
+            ("coalesce", n) if n > 0 => Func::Coalesce,
+            ("nullif", 2) => Func::NullIf,
+            ("abs", 1) => Func::Abs,
+            ("round", 1 | 2) => Func::Round,
+            ("trunc", 1 | 2) => Func::Trunc,
+            ("floor", 1) => Func::Floor,
+            ("ceil" | "ceiling", 1) => Func::Ceil,
+            (
+                "now"
+                | "current_timestamp"
+                | "localtimestamp"
+                | "transaction_timestamp"
+                | "statement_timestamp"
+                | "clock_timestamp",
+                0,
+            ) => Func::Now,
+            ("current_date", 0) => Func::CurrentDate,
+            ("greatest", n) if n > 0 => Func::Greatest,
+            ("least", n) if n > 0 => Func::Least,
+            ("btrim" | "trim", 1) => Func::Trim,
+            ("ltrim", 1) => Func::Ltrim,
+            ("rtrim", 1) => Func::Rtrim,
+            ("concat", _) => Func::Concat,
+            ("mod", 2) => Func::Mod,
+            ("version", 0) => Func::Version,
+            ("current_database", 0) => Func::Constant("shmdb"),
+            ("current_schema", 0) => Func::Constant("public"),
+            ("current_user" | "session_user" | "user", 0) => Func::Constant("shmdb"),
+            ("strpos", 2) => Func::Strpos,
+            ("replace", 3) => Func::Replace,
+            (
+                "pg_table_is_visible"
+                | "pg_type_is_visible"
+                | "has_table_privilege"
+                | "has_schema_privilege",
+                _,
+            ) => Func::True,
+            ("pg_get_userbyid", 1) => Func::Constant("shmdb"),
+            (
+                "obj_description"
+                | "col_description"
+                | "shobj_description"
+                | "pg_get_expr"
+                | "pg_get_indexdef"
+                | "pg_get_constraintdef",
+                _,
+            ) => Func::NullText,
+            ("format_type", 2) => Func::FormatType,
+            _ => return None,
+        })
+    }
+
+    /// The static result type given the argument types.
+    pub fn result_type(self, args: &[PgType]) -> PgType {
+        let first = args.first().copied().unwrap_or(PgType::Unknown);
+        match self {
+            Func::Upper
+            | Func::Lower
+            | Func::Substr
+            | Func::Trim
+            | Func::Ltrim
+            | Func::Rtrim
+            | Func::Concat
+            | Func::Version
+            | Func::Constant(_)
+            | Func::Replace => PgType::Text,
+            Func::Length | Func::Strpos => PgType::Int4,
+            Func::Coalesce | Func::Greatest | Func::Least => args
+                .iter()
+                .copied()
+                .find(|t| *t != PgType::Unknown)
+                .unwrap_or(PgType::Text),
+            Func::NullIf | Func::Abs | Func::Mod => match first {
+                PgType::Unknown => PgType::Numeric,
+                t => t,
+            },
+            Func::Round | Func::Trunc | Func::Floor | Func::Ceil => match first {
+                PgType::Float4 | PgType::Float8 => PgType::Float8,
+                _ => PgType::Numeric,
+            },
+            Func::Now => PgType::Timestamp,
+            Func::Regex(..) | Func::True => PgType::Bool,
+            Func::NullText | Func::FormatType => PgType::Text,
+            Func::CurrentDate => PgType::Date,
+        }
+    }
+}
+
+fn num(d: Datum) -> Result<Datum, SqlError> {
+    match d {
+        Datum::Text(s) => cast(Datum::Text(s), SqlType::Numeric(None)),
+        Datum::Int(v) => Ok(Datum::Decimal(Decimal::from(v))),
+        other => Ok(other),
+    }
+}
+
+fn int_arg(d: &Datum) -> Result<i64, SqlError> {
+    match cast(d.clone(), SqlType::Int8)? {
+        Datum::Int(v) => Ok(v),
+        _ => Ok(0),
+    }
+}
+
+fn round_to(d: Datum, digits: i64, strategy: RoundingStrategy) -> Result<Datum, SqlError> {
+    Ok(match num(d)? {
+        Datum::Decimal(x) => {
+            if digits >= 0 {
+                let mut r = x.round_dp_with_strategy(digits.min(28) as u32, strategy);
+                r.rescale(digits.min(28) as u32);
+                Datum::Decimal(r)
+            } else {
+                let f = Decimal::from(10i64.pow((-digits).min(18) as u32));
+                Datum::Decimal((x / f).round_dp_with_strategy(0, strategy) * f)
+            }
+        }
+        Datum::Float(f) => {
+            let p = 10f64.powi(digits as i32);
+            Datum::Float(match strategy {
+                RoundingStrategy::ToZero => (f * p).trunc() / p,
+                _ => (f * p).round_ties_even() / p,
+            })
+        }
+        other => other,
+    })
+}
+
+/// Calls a function on evaluated arguments.
+pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlError> {
+    let strict = !matches!(
+        f,
+        Func::Coalesce
+            | Func::Concat
+            | Func::Greatest
+            | Func::Least
+            | Func::NullIf
+            | Func::True
+            | Func::NullText
+    );
+    if strict && args.iter().any(Datum::is_null) {
+        return Ok(Datum::Null);
+    }
+    let mut it = args.into_iter();
+    let mut next = || it.next().unwrap_or(Datum::Null);
+    Ok(match f {
+        Func::Upper => Datum::Text(as_text(next())?.to_uppercase()),
+        Func::Lower => Datum::Text(as_text(next())?.to_lowercase()),
+        Func::Length => Datum::Int(as_text(next())?.trim_end_matches(' ').chars().count() as i64),
+        Func::Substr => {
+            let s: Vec<char> = as_text(next())?.chars().collect();
+            let from = int_arg(&next())?;
+            let count = match next() {
+                Datum::Null => None,
+                c => Some(int_arg(&c)?),
+            };
+            if let Some(c) = count
+                && c < 0
+            {
+                return Err(SqlError::new(
+                    "22011",
+                    "negative substring length not allowed",
+                ));
+            }
+            let start = from.max(1);
+            let end = match count {
+                Some(c) => (from + c).max(start),
+                None => i64::MAX,
+            };
+            let text: String = s
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    let pos = *i as i64 + 1;
+                    pos >= start && pos < end
+                })
+                .map(|(_, c)| c)
+                .collect();
+            Datum::Text(text)
+        }
+        Func::Coalesce => {
+            let mut out = Datum::Null;
+            for a in it.by_ref() {
+                if !a.is_null() {
+                    out = a;
+                    break;
+                }
+            }
+            out
+        }
+        Func::NullIf => {
+            let a = next();
+            let b = next();
+            if compare(&a, &b, false)? == Some(std::cmp::Ordering::Equal) {
+                Datum::Null
+            } else {
+                a
+            }
+        }
+        Func::Abs => match num_keep_int(next())? {
+            Datum::Int(v) => Datum::Int(
+                v.checked_abs()
+                    .ok_or_else(|| SqlError::new("22003", "integer out of range"))?,
+            ),
+            Datum::Decimal(x) => Datum::Decimal(x.abs()),
+            Datum::Float(x) => Datum::Float(x.abs()),
+            other => other,
+        },
+        Func::Round => {
+            let x = next();
+            let digits = match next() {
+                Datum::Null => 0,
+                d => int_arg(&d)?,
+            };
+            round_to(x, digits, RoundingStrategy::MidpointAwayFromZero)?
+        }
+        Func::Trunc => {
+            let x = next();
+            let digits = match next() {
+                Datum::Null => 0,
+                d => int_arg(&d)?,
+            };
+            round_to(x, digits, RoundingStrategy::ToZero)?
+        }
+        Func::Floor => match num(next())? {
+            Datum::Decimal(x) => Datum::Decimal(x.floor()),
+            Datum::Float(x) => Datum::Float(x.floor()),
+            other => other,
+        },
+        Func::Ceil => match num(next())? {
+            Datum::Decimal(x) => Datum::Decimal(x.ceil()),
+            Datum::Float(x) => Datum::Float(x.ceil()),
+            other => other,
+        },
+        Func::Now => Datum::Timestamp(ctx.now),
+        Func::CurrentDate => Datum::Date(ctx.now.div_euclid(86_400_000_000) as i32),
+        Func::Greatest | Func::Least => {
+            let mut best = Datum::Null;
+            for a in it.by_ref() {
+                if a.is_null() {
+                    continue;
+                }
+                let better = match compare(&a, &best, false)? {
+                    None => true,
+                    Some(o) => {
+                        (f == Func::Greatest) == (o == std::cmp::Ordering::Greater)
+                            && o != std::cmp::Ordering::Equal
+                    }
+                };
+                if better {
+                    best = a;
+                }
+            }
+            best
+        }
+        Func::Trim => Datum::Text(as_text(next())?.trim_matches(' ').to_string()),
+        Func::Ltrim => Datum::Text(as_text(next())?.trim_start_matches(' ').to_string()),
+        Func::Rtrim => Datum::Text(as_text(next())?.trim_end_matches(' ').to_string()),
+        Func::Concat => {
+            let mut s = String::new();
+            for a in it.by_ref() {
+                if !a.is_null() {
+                    s.push_str(&as_text(a)?);
+                }
+            }
+            Datum::Text(s)
+        }
+        Func::Mod => {
+            let a = next();
+            let b = next();
+            crate::sql::value::arith(crate::sql::value::ArithOp::Mod, &a, &b, PgType::Int8)?
+        }
+        Func::Version => Datum::Text(format!(
+            "PostgreSQL 15.0 (shmdb {}) on x86_64-pc-linux-gnu",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Func::Constant(s) => Datum::Text(s.to_string()),
+        Func::Strpos => {
+            let s = as_text(next())?;
+            let sub = as_text(next())?;
+            Datum::Int(match s.find(&sub) {
+                Some(byte) => s[..byte].chars().count() as i64 + 1,
+                None => 0,
+            })
+        }
+        Func::Regex(negated, ci) => {
+            let s = as_text(next())?;
+            let p = as_text(next())?;
+            let re = regex::RegexBuilder::new(&p)
+                .case_insensitive(ci)
+                .build()
+                .map_err(|e| SqlError::new("2201B", format!("invalid regular expression: {e}")))?;
+            Datum::Bool(re.is_match(&s) != negated)
+        }
+        Func::True => Datum::Bool(true),
+        Func::NullText => Datum::Null,
+        Func::FormatType => {
+            let oid = int_arg(&next())?;
+            let name = [
+                PgType::Bool,
+                PgType::Int2,
+                PgType::Int4,
+                PgType::Int8,
+                PgType::Numeric,
+                PgType::Float4,
+                PgType::Float8,
+                PgType::Bpchar,
+                PgType::Varchar,
+                PgType::Text,
+                PgType::Date,
+                PgType::Timestamp,
+                PgType::Bytea,
+            ]
+            .into_iter()
+            .find(|t| i64::from(t.oid()) == oid)
+            .map(|t| SqlType::from_pg(t).display())
+            .unwrap_or_else(|| "???".into());
+            Datum::Text(name)
+        }
+        Func::Replace => {
+            let s = as_text(next())?;
+            let from = as_text(next())?;
+            let to = as_text(next())?;
+            Datum::Text(if from.is_empty() {
+                s
+            } else {
+                s.replace(&from, &to)
+            })
+        }
+    })
+}
+
+fn num_keep_int(d: Datum) -> Result<Datum, SqlError> {
+    match d {
+        Datum::Text(s) => cast(Datum::Text(s), SqlType::Numeric(None)),
+        other => Ok(other),
+    }
+}
+
+/// A float's value as a decimal where one is needed (SUM/AVG of mixed input).
+pub fn to_f64(d: &Datum) -> Option<f64> {
+    match d {
+        Datum::Int(v) => Some(*v as f64),
+        Datum::Decimal(x) => x.to_f64(),
+        Datum::Float(f) => Some(*f),
+        _ => None,
+    }
+}

@@ -1,0 +1,390 @@
+//! Query plans: the operator tree the executor runs and EXPLAIN prints.
+
+use std::sync::Arc;
+
+use crate::sql::catalog::TableMeta;
+use crate::sql::expr::Expr;
+use crate::sql::types::{Column, PgType};
+
+/// How a scan reaches the rows of one table.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Every row, in primary-key order.
+    Full,
+    /// One row by its whole primary key.
+    PkPoint(Vec<Expr>),
+    /// Several rows by whole primary keys (IN lists), fetched in one batch.
+    PkMulti(Vec<Vec<Expr>>),
+    /// A primary-key range: equal prefix, then optional bounds on the next column.
+    PkRange(KeyRange),
+    /// A secondary-index range (index position in the table's index list).
+    Index(usize, KeyRange),
+}
+
+/// Bounds on a key: values for a prefix of its columns, then a range on the next one.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRange {
+    /// Values of the leading key columns.
+    pub eq: Vec<Expr>,
+    /// Lower bound on the next column (inclusive?).
+    pub lower: Option<(Expr, bool)>,
+    /// Upper bound on the next column (inclusive?).
+    pub upper: Option<(Expr, bool)>,
+}
+
+/// A table scan with its access path, pushed-down filter and limit.
+#[derive(Debug, Clone)]
+pub struct ScanNode {
+    /// The table.
+    pub table: Arc<TableMeta>,
+    /// Its alias in the query (EXPLAIN).
+    pub alias: String,
+    /// The access path.
+    pub access: Access,
+    /// Predicate over the table's row, applied as rows arrive.
+    pub filter: Option<Expr>,
+    /// Rows wanted (LIMIT + OFFSET pushed down), only when the access path alone decides
+    /// which rows qualify and in which order.
+    pub limit: Option<Expr>,
+    /// SELECT … FOR UPDATE: every returned row joins the write set.
+    pub for_update: bool,
+}
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunc {
+    /// count(*)
+    CountStar,
+    /// count(x)
+    Count,
+    /// sum(x)
+    Sum,
+    /// avg(x)
+    Avg,
+    /// min(x)
+    Min,
+    /// max(x)
+    Max,
+}
+
+/// One aggregate call of a grouped query.
+#[derive(Debug, Clone)]
+pub struct AggCall {
+    /// The function.
+    pub func: AggFunc,
+    /// Its argument over the input row (none for count(*)).
+    pub arg: Option<Expr>,
+    /// DISTINCT inside the call.
+    pub distinct: bool,
+    /// Result type.
+    pub ty: PgType,
+}
+
+/// A sort key.
+#[derive(Debug, Clone)]
+pub struct SortKey {
+    /// The expression over the input row.
+    pub expr: Expr,
+    /// Descending.
+    pub desc: bool,
+    /// NULLs first.
+    pub nulls_first: bool,
+}
+
+/// A catalog view computed from the catalog at run time (pg_catalog, information_schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtualTable {
+    /// pg_catalog.pg_class
+    PgClass,
+    /// pg_catalog.pg_namespace
+    PgNamespace,
+    /// pg_catalog.pg_attribute
+    PgAttribute,
+    /// pg_catalog.pg_index
+    PgIndex,
+    /// pg_catalog.pg_type
+    PgType,
+    /// information_schema.tables
+    InfoTables,
+    /// information_schema.columns
+    InfoColumns,
+    /// pg_catalog.pg_database
+    PgDatabase,
+    /// pg_catalog.pg_settings
+    PgSettings,
+    /// pg_catalog.pg_am
+    PgAm,
+    /// An always-empty catalog table psql or drivers join with (pg_description, ...).
+    Empty(&'static str),
+}
+
+/// An operator tree.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// One row with no columns (SELECT without FROM).
+    OneRow,
+    /// Literal rows.
+    Values(Vec<Vec<Expr>>),
+    /// A table scan.
+    Scan(ScanNode),
+    /// generate_series(start, stop[, step])
+    Series(Expr, Expr, Option<Expr>),
+    /// A catalog view.
+    Virtual(VirtualTable),
+    /// Keeps rows where the predicate is true.
+    Filter(Box<Plan>, Expr),
+    /// Computes output columns.
+    Project(Box<Plan>, Vec<Expr>),
+    /// Nested-loop join with the right side materialized once; `left_join` pads unmatched
+    /// left rows with NULLs.
+    NestedLoop {
+        /// Outer input.
+        left: Box<Plan>,
+        /// Inner input.
+        right: Box<Plan>,
+        /// Join predicate over left ++ right.
+        on: Option<Expr>,
+        /// LEFT JOIN.
+        left_join: bool,
+        /// Width of the right rows (for NULL padding).
+        right_width: usize,
+    },
+    /// Index nested-loop join: the right table's rows fetched by whole primary key computed
+    /// from each left row, all keys in one batch.
+    IndexJoin {
+        /// Outer input.
+        left: Box<Plan>,
+        /// The inner table (only `table`, `alias` and `for_update` are used).
+        right: ScanNode,
+        /// Primary-key values over the left row.
+        key: Vec<Expr>,
+        /// Predicate over left ++ right.
+        on: Option<Expr>,
+        /// LEFT JOIN.
+        left_join: bool,
+    },
+    /// Hash join on equalities: builds on the right input.
+    HashJoin {
+        /// Outer (probe) input.
+        left: Box<Plan>,
+        /// Inner (build) input.
+        right: Box<Plan>,
+        /// Key expressions over the left row.
+        left_keys: Vec<Expr>,
+        /// Key expressions over the right row.
+        right_keys: Vec<Expr>,
+        /// Remaining predicate over left ++ right.
+        on: Option<Expr>,
+        /// LEFT JOIN.
+        left_join: bool,
+        /// Width of the right rows.
+        right_width: usize,
+    },
+    /// Grouping and aggregates: output = group values ++ aggregate values.
+    Aggregate {
+        /// Input.
+        input: Box<Plan>,
+        /// Group expressions.
+        groups: Vec<Expr>,
+        /// Aggregate calls.
+        aggs: Vec<AggCall>,
+    },
+    /// Sort.
+    Sort(Box<Plan>, Vec<SortKey>),
+    /// Duplicate elimination on the first `n` columns.
+    Distinct(Box<Plan>, usize),
+    /// OFFSET / LIMIT.
+    Limit {
+        /// Input.
+        input: Box<Plan>,
+        /// LIMIT (None = all).
+        limit: Option<Expr>,
+        /// OFFSET.
+        offset: Option<Expr>,
+    },
+    /// UNION [ALL] of inputs.
+    Union(Vec<Plan>, bool),
+}
+
+/// A planned query: its operators and output columns.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// The tree.
+    pub plan: Plan,
+    /// Output columns.
+    pub columns: Vec<Column>,
+}
+
+impl Plan {
+    /// EXPLAIN lines, indented by depth.
+    pub fn explain(&self, depth: usize, out: &mut Vec<String>) {
+        let pad = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}->  ", "  ".repeat(depth * 2 - 2))
+        };
+        let mut line = |s: String| out.push(format!("{pad}{s}"));
+        match self {
+            Plan::OneRow => line("Result".into()),
+            Plan::Values(rows) => line(format!("Values Scan ({} rows)", rows.len())),
+            Plan::Scan(s) => {
+                line(scan_line(s));
+            }
+            Plan::Series(..) => line("Function Scan on generate_series".into()),
+            Plan::Virtual(v) => line(format!("Catalog Scan on {v:?}")),
+            Plan::Filter(input, _) => {
+                line("Filter".into());
+                input.explain(depth + 1, out);
+            }
+            Plan::Project(input, _) => {
+                // Projections are not shown by PostgreSQL either.
+                input.explain(depth, out);
+            }
+            Plan::NestedLoop {
+                left,
+                right,
+                left_join,
+                ..
+            } => {
+                line(format!(
+                    "Nested Loop{}",
+                    if *left_join { " Left Join" } else { "" }
+                ));
+                left.explain(depth + 1, out);
+                right.explain(depth + 1, out);
+            }
+            Plan::IndexJoin {
+                left,
+                right,
+                left_join,
+                ..
+            } => {
+                line(format!(
+                    "Nested Loop{} (primary-key lookup of {})",
+                    if *left_join { " Left Join" } else { "" },
+                    right.table.name
+                ));
+                left.explain(depth + 1, out);
+                let pad2 = format!("{}->  ", "  ".repeat(depth * 2));
+                out.push(format!(
+                    "{pad2}Primary Key Lookup on {}{}{}",
+                    right.table.name,
+                    alias_suffix(right),
+                    if right.for_update {
+                        " (for update)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Plan::HashJoin {
+                left,
+                right,
+                left_join,
+                ..
+            } => {
+                line(format!(
+                    "Hash{} Join",
+                    if *left_join { " Left" } else { "" }
+                ));
+                left.explain(depth + 1, out);
+                right.explain(depth + 1, out);
+            }
+            Plan::Aggregate { input, groups, .. } => {
+                line(if groups.is_empty() {
+                    "Aggregate".into()
+                } else {
+                    "HashAggregate".into()
+                });
+                input.explain(depth + 1, out);
+            }
+            Plan::Sort(input, _) => {
+                line("Sort".into());
+                input.explain(depth + 1, out);
+            }
+            Plan::Distinct(input, _) => {
+                line("Unique".into());
+                input.explain(depth + 1, out);
+            }
+            Plan::Limit { input, .. } => {
+                line("Limit".into());
+                input.explain(depth + 1, out);
+            }
+            Plan::Union(inputs, all) => {
+                line(if *all {
+                    "Append".into()
+                } else {
+                    "Union".into()
+                });
+                for i in inputs {
+                    i.explain(depth + 1, out);
+                }
+            }
+        }
+    }
+}
+
+fn alias_suffix(s: &ScanNode) -> String {
+    if s.alias != s.table.name {
+        format!(" {}", s.alias)
+    } else {
+        String::new()
+    }
+}
+
+fn scan_line(s: &ScanNode) -> String {
+    let t = &s.table;
+    let mut line = match &s.access {
+        Access::Full => format!("Seq Scan on {}{}", t.name, alias_suffix(s)),
+        Access::PkPoint(_) => format!("Primary Key Lookup on {}{}", t.name, alias_suffix(s)),
+        Access::PkMulti(keys) => format!(
+            "Primary Key Lookup on {}{} ({} keys)",
+            t.name,
+            alias_suffix(s),
+            keys.len()
+        ),
+        Access::PkRange(r) => format!(
+            "Primary Key Range Scan on {}{} ({} equal{}{})",
+            t.name,
+            alias_suffix(s),
+            r.eq.len(),
+            if r.lower.is_some() {
+                ", lower bound"
+            } else {
+                ""
+            },
+            if r.upper.is_some() {
+                ", upper bound"
+            } else {
+                ""
+            }
+        ),
+        Access::Index(i, r) => format!(
+            "Index Scan using {} on {}{} ({} equal{}{})",
+            t.indexes.get(*i).map(|x| x.name.as_str()).unwrap_or("?"),
+            t.name,
+            alias_suffix(s),
+            r.eq.len(),
+            if r.lower.is_some() {
+                ", lower bound"
+            } else {
+                ""
+            },
+            if r.upper.is_some() {
+                ", upper bound"
+            } else {
+                ""
+            }
+        ),
+    };
+    if s.filter.is_some() {
+        line.push_str(" (filter)");
+    }
+    if s.limit.is_some() {
+        line.push_str(" (limit pushed down)");
+    }
+    if s.for_update {
+        line.push_str(" (for update)");
+    }
+    line
+}

@@ -1,0 +1,540 @@
+//! Running statements in a session: transaction handling around each statement, and the
+//! dispatch to planning and execution.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sqlparser::ast::{self, Statement};
+
+use crate::datum::Datum;
+use crate::sql::bind::Planner;
+use crate::sql::catalog::Catalog;
+use crate::sql::ddl;
+use crate::sql::error::SqlError;
+use crate::sql::exec::Exec;
+use crate::sql::plan::Plan;
+use crate::sql::session::{QueryOutput, Session, TxStatus};
+use crate::sql::txn_error;
+use crate::sql::types::{Column, PgType};
+use crate::sql::value::now_timestamp;
+
+fn command(tag: &str) -> QueryOutput {
+    QueryOutput::Command {
+        tag: tag.to_string(),
+    }
+}
+
+fn text_rows(name: &str, lines: Vec<String>, tag: &str) -> QueryOutput {
+    QueryOutput::Rows {
+        columns: vec![Column {
+            name: name.to_string(),
+            pg_type: PgType::Text,
+        }],
+        rows: lines.into_iter().map(|l| vec![Datum::Text(l)]).collect(),
+        tag: tag.to_string(),
+    }
+}
+
+impl Session {
+    /// Runs one statement with the session's transaction rules: a statement outside a block
+    /// runs in an implicit transaction; an error inside a block fails the block.
+    pub(crate) async fn run_statement(
+        &mut self,
+        stmt: &Statement,
+        params: &[Datum],
+    ) -> Result<QueryOutput, SqlError> {
+        self.cancel.store(false, Ordering::Relaxed);
+        match stmt {
+            Statement::StartTransaction { modes, .. } => return self.begin_block(modes),
+            Statement::Commit { .. } => return self.commit_block().await,
+            Statement::Rollback {
+                savepoint: None, ..
+            } => return self.rollback_block().await,
+            _ => {}
+        }
+        if self.status == TxStatus::Failed {
+            return Err(SqlError::in_failed_transaction());
+        }
+        let r = match stmt {
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => self.show(variable),
+            Statement::Analyze(_) => Ok(command("ANALYZE")),
+            Statement::Vacuum(_) => Ok(command("VACUUM")),
+            Statement::Discard { .. } => Ok(command("DISCARD ALL")),
+            Statement::Deallocate { .. } => Ok(command("DEALLOCATE")),
+            _ => self.run_in_txn(stmt, params).await,
+        };
+        if r.is_err() {
+            self.fail_after_error().await;
+        }
+        r
+    }
+
+    /// After a failed statement: a block becomes failed; an implicit transaction is gone.
+    pub(crate) async fn fail_after_error(&mut self) {
+        if let Some(tx) = self.txn.take() {
+            let _ = tx.rollback().await;
+        }
+        self.catalog = None;
+        if self.in_block {
+            self.status = TxStatus::Failed;
+        }
+    }
+
+    /// Commits an implicit transaction (end of a simple query, Sync).
+    pub(crate) async fn finish_implicit(&mut self) -> Result<(), SqlError> {
+        if self.in_block {
+            return Ok(());
+        }
+        self.catalog = None;
+        if let Some(tx) = self.txn.take() {
+            tx.commit().await.map_err(txn_error)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the transaction (if none) and loads its catalog.
+    pub(crate) async fn ensure_txn(&mut self) -> Result<Arc<Catalog>, SqlError> {
+        if self.txn.is_none() {
+            let tx = self.engine.engine.begin().await.map_err(txn_error)?;
+            self.txn = Some(tx);
+            self.txn_now = now_timestamp();
+            self.catalog = None;
+        }
+        if let Some(c) = &self.catalog {
+            return Ok(c.clone());
+        }
+        let engine = self.engine.clone();
+        let tx = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| SqlError::internal("no transaction"))?;
+        let c = engine.catalog.load(tx).await?;
+        self.catalog = Some(c.clone());
+        Ok(c)
+    }
+
+    fn begin_block(&mut self, modes: &[ast::TransactionMode]) -> Result<QueryOutput, SqlError> {
+        for m in modes {
+            if let ast::TransactionMode::IsolationLevel(l) = m {
+                crate::sql::settings::check_isolation(&l.to_string())?;
+            }
+        }
+        if self.status == TxStatus::Failed || self.in_block {
+            self.notices
+                .push("WARNING: there is already a transaction in progress".into());
+            return Ok(command("BEGIN"));
+        }
+        self.in_block = true;
+        self.status = TxStatus::InBlock;
+        Ok(command("BEGIN"))
+    }
+
+    async fn commit_block(&mut self) -> Result<QueryOutput, SqlError> {
+        if !self.in_block {
+            self.notices
+                .push("WARNING: there is no transaction in progress".into());
+            self.finish_implicit().await?;
+            return Ok(command("COMMIT"));
+        }
+        self.in_block = false;
+        let failed = self.status == TxStatus::Failed;
+        self.status = TxStatus::Idle;
+        self.catalog = None;
+        if failed {
+            if let Some(tx) = self.txn.take() {
+                let _ = tx.rollback().await;
+            }
+            return Ok(command("ROLLBACK"));
+        }
+        if let Some(tx) = self.txn.take() {
+            tx.commit().await.map_err(txn_error)?;
+        }
+        Ok(command("COMMIT"))
+    }
+
+    async fn rollback_block(&mut self) -> Result<QueryOutput, SqlError> {
+        if !self.in_block {
+            self.notices
+                .push("WARNING: there is no transaction in progress".into());
+        }
+        self.in_block = false;
+        self.status = TxStatus::Idle;
+        self.catalog = None;
+        if let Some(tx) = self.txn.take() {
+            let _ = tx.rollback().await;
+        }
+        Ok(command("ROLLBACK"))
+    }
+
+    fn set(&mut self, set: &ast::Set) -> Result<QueryOutput, SqlError> {
+        let value_text = |e: &ast::Expr| -> String {
+            match e {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::SingleQuotedString(s) => s.clone(),
+                    ast::Value::Number(n, _) => n.clone(),
+                    ast::Value::Boolean(b) => {
+                        if *b {
+                            "on".into()
+                        } else {
+                            "off".into()
+                        }
+                    }
+                    other => other.to_string(),
+                },
+                ast::Expr::Identifier(i) => i.value.clone(),
+                other => other.to_string(),
+            }
+        };
+        match set {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_lowercase();
+                let name = name
+                    .trim_start_matches("session.")
+                    .trim_start_matches("local.")
+                    .to_string();
+                let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+                if value.eq_ignore_ascii_case("default") {
+                    self.settings.reset(&name);
+                } else {
+                    self.settings.set(&name, &value)?;
+                }
+            }
+            ast::Set::SetTimeZone { value, .. } => {
+                self.settings.set("timezone", &value_text(value))?
+            }
+            ast::Set::SetNames { charset_name, .. } => {
+                self.settings.set("client_encoding", &charset_name.value)?
+            }
+            ast::Set::SetTransaction { modes, session, .. } => {
+                for m in modes {
+                    if let ast::TransactionMode::IsolationLevel(l) = m {
+                        let level = crate::sql::settings::check_isolation(&l.to_string())?;
+                        let key = if *session {
+                            "default_transaction_isolation"
+                        } else {
+                            "transaction_isolation"
+                        };
+                        self.settings.set(key, &level)?;
+                    }
+                }
+            }
+            other => return Err(SqlError::unsupported(format!("{other}"))),
+        }
+        Ok(command("SET"))
+    }
+
+    fn show(&self, variable: &[ast::Ident]) -> Result<QueryOutput, SqlError> {
+        let name = variable
+            .iter()
+            .map(|i| i.value.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let name = match name.as_str() {
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "timezone".to_string(),
+            other => other.to_string(),
+        };
+        if name == "all" {
+            let rows = self
+                .settings
+                .all()
+                .into_iter()
+                .map(|(k, v)| vec![Datum::Text(k), Datum::Text(v), Datum::Text(String::new())])
+                .collect();
+            return Ok(QueryOutput::Rows {
+                columns: ["name", "setting", "description"]
+                    .iter()
+                    .map(|n| Column {
+                        name: n.to_string(),
+                        pg_type: PgType::Text,
+                    })
+                    .collect(),
+                rows,
+                tag: "SHOW".into(),
+            });
+        }
+        let (display, value) = self.settings.get(&name)?;
+        Ok(text_rows(&display, vec![value], "SHOW"))
+    }
+
+    async fn run_in_txn(
+        &mut self,
+        stmt: &Statement,
+        params: &[Datum],
+    ) -> Result<QueryOutput, SqlError> {
+        let catalog = self.ensure_txn().await?;
+        let engine = self.engine.clone();
+        let now = self.txn_now;
+        let Some(tx) = self.txn.as_mut() else {
+            return Err(SqlError::internal("no transaction"));
+        };
+        let mut planner = Planner::new(&catalog, &[]);
+        let mut ddl_done = None;
+        let out = match stmt {
+            Statement::Query(q) => {
+                let qp = planner.plan_query(q)?;
+                let subs = std::mem::take(&mut planner.subqueries);
+                let mut ex = Exec {
+                    tx,
+                    params,
+                    subs: Vec::new(),
+                    now,
+                    catalog: &catalog,
+                    cancel: &self.cancel,
+                };
+                ex.prepare_subqueries(&subs).await?;
+                let rows = ex.run(&qp.plan).await?;
+                QueryOutput::Rows {
+                    columns: qp.columns,
+                    tag: format!("SELECT {}", rows.len()),
+                    rows,
+                }
+            }
+            Statement::Insert(ins) => {
+                let p = planner.plan_insert(ins)?;
+                let subs = std::mem::take(&mut planner.subqueries);
+                let mut ex = Exec {
+                    tx,
+                    params,
+                    subs: Vec::new(),
+                    now,
+                    catalog: &catalog,
+                    cancel: &self.cancel,
+                };
+                ex.prepare_subqueries(&subs).await?;
+                let (n, rows) = ex.insert(&p, &engine.engine, &engine.catalog).await?;
+                let tag = format!("INSERT 0 {n}");
+                match p.returning {
+                    Some(r) => QueryOutput::Rows {
+                        columns: r.columns,
+                        rows,
+                        tag,
+                    },
+                    None => QueryOutput::Command { tag },
+                }
+            }
+            Statement::Update(u) => {
+                let p = planner.plan_update(u)?;
+                self.modify(p, false, "UPDATE", planner.subqueries, params, &catalog)
+                    .await?
+            }
+            Statement::Delete(d) => {
+                let p = planner.plan_delete(d)?;
+                self.modify(p, true, "DELETE", planner.subqueries, params, &catalog)
+                    .await?
+            }
+            Statement::Explain { statement, .. } => {
+                let plan = match statement.as_ref() {
+                    Statement::Query(q) => planner.plan_query(q)?.plan,
+                    Statement::Insert(i) => match planner.plan_insert(i)?.source {
+                        crate::sql::dml::InsertSource::Query(q) => q.plan,
+                        crate::sql::dml::InsertSource::Values(v) => Plan::Values(
+                            v.into_iter()
+                                .map(|r| {
+                                    r.into_iter()
+                                        .map(|e| {
+                                            e.unwrap_or(crate::sql::expr::Expr::Const(Datum::Null))
+                                        })
+                                        .collect()
+                                })
+                                .collect(),
+                        ),
+                    },
+                    Statement::Update(u) => Plan::Scan(planner.plan_update(u)?.scan),
+                    Statement::Delete(d) => Plan::Scan(planner.plan_delete(d)?.scan),
+                    other => {
+                        return Err(SqlError::unsupported(format!(
+                            "EXPLAIN of {}",
+                            statement_kind(other)
+                        )));
+                    }
+                };
+                let mut lines = Vec::new();
+                match statement.as_ref() {
+                    Statement::Insert(_) => lines.push("Insert".to_string()),
+                    Statement::Update(_) => lines.push("Update".to_string()),
+                    Statement::Delete(_) => lines.push("Delete".to_string()),
+                    _ => {}
+                }
+                let depth = usize::from(!lines.is_empty());
+                plan.explain(depth, &mut lines);
+                text_rows("QUERY PLAN", lines, "EXPLAIN")
+            }
+            Statement::CreateTable(ct) => {
+                let o = ddl::create_table(&engine.engine, tx, &catalog, ct).await?;
+                ddl_done = Some(o);
+                command("")
+            }
+            Statement::CreateIndex(ci) => {
+                ddl_done = Some(ddl::create_index(&engine.engine, tx, &catalog, ci).await?);
+                command("")
+            }
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => {
+                ddl_done = Some(
+                    ddl::drop(&engine.engine, tx, &catalog, object_type, *if_exists, names).await?,
+                );
+                command("")
+            }
+            Statement::AlterTable(at) => {
+                ddl_done = Some(ddl::alter_table(&engine.engine, tx, &catalog, at).await?);
+                command("")
+            }
+            Statement::Truncate(t) => {
+                ddl_done = Some(ddl::truncate(&engine.engine, tx, &catalog, &t.table_names).await?);
+                command("")
+            }
+            Statement::CreateSchema {
+                if_not_exists: true,
+                ..
+            } => command("CREATE SCHEMA"),
+            other => return Err(SqlError::unsupported(statement_kind(other))),
+        };
+        if let Some(o) = ddl_done {
+            self.notices
+                .extend(o.notices.into_iter().map(|n| format!("NOTICE: {n}")));
+            let tx = self
+                .txn
+                .as_mut()
+                .ok_or_else(|| SqlError::internal("no transaction"))?;
+            self.catalog = Some(engine.catalog.load(tx).await?);
+            return Ok(command(&o.tag));
+        }
+        Ok(out)
+    }
+
+    async fn modify(
+        &mut self,
+        p: crate::sql::dml::ModifyPlan,
+        delete: bool,
+        word: &str,
+        subs: Vec<crate::sql::bind::SubPlan>,
+        params: &[Datum],
+        catalog: &Catalog,
+    ) -> Result<QueryOutput, SqlError> {
+        let now = self.txn_now;
+        let Some(tx) = self.txn.as_mut() else {
+            return Err(SqlError::internal("no transaction"));
+        };
+        let mut ex = Exec {
+            tx,
+            params,
+            subs: Vec::new(),
+            now,
+            catalog,
+            cancel: &self.cancel,
+        };
+        ex.prepare_subqueries(&subs).await?;
+        let (n, rows) = ex.modify(&p, delete).await?;
+        let tag = format!("{word} {n}");
+        Ok(match p.returning {
+            Some(r) => QueryOutput::Rows {
+                columns: r.columns,
+                rows,
+                tag,
+            },
+            None => QueryOutput::Command { tag },
+        })
+    }
+
+    /// Parameter types and result columns of a statement, for Describe.
+    pub(crate) async fn describe(
+        &mut self,
+        stmt: &Statement,
+        declared: &[Option<PgType>],
+    ) -> Result<(Vec<PgType>, Vec<Column>), SqlError> {
+        let cached = match &self.catalog {
+            Some(c) => Some(c.clone()),
+            None => self.engine.catalog.current(),
+        };
+        let first = match &cached {
+            Some(c) => describe_with(c, stmt, declared),
+            None => Err(SqlError::new("42P01", "no catalog yet")),
+        };
+        match first {
+            Err(e) if matches!(e.code, "42P01" | "42703") && self.catalog.is_none() => {
+                // The cached catalog may be older than a DDL on another node: read the
+                // current one in a short transaction and try again.
+                let mut tx = self.engine.engine.begin().await.map_err(txn_error)?;
+                let c = self.engine.catalog.load(&mut tx).await;
+                let _ = tx.rollback().await;
+                let c = c?;
+                describe_with(&c, stmt, declared)
+            }
+            other => other,
+        }
+    }
+}
+
+fn describe_with(
+    catalog: &Catalog,
+    stmt: &Statement,
+    declared: &[Option<PgType>],
+) -> Result<(Vec<PgType>, Vec<Column>), SqlError> {
+    let mut planner = Planner::new(catalog, declared);
+    let columns = match stmt {
+        Statement::Query(q) => planner.plan_query(q)?.columns,
+        Statement::Insert(i) => planner
+            .plan_insert(i)?
+            .returning
+            .map(|r| r.columns)
+            .unwrap_or_default(),
+        Statement::Update(u) => planner
+            .plan_update(u)?
+            .returning
+            .map(|r| r.columns)
+            .unwrap_or_default(),
+        Statement::Delete(d) => planner
+            .plan_delete(d)?
+            .returning
+            .map(|r| r.columns)
+            .unwrap_or_default(),
+        Statement::Explain { .. } => vec![Column {
+            name: "QUERY PLAN".into(),
+            pg_type: PgType::Text,
+        }],
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join("_");
+            vec![Column {
+                name,
+                pg_type: PgType::Text,
+            }]
+        }
+        _ => Vec::new(),
+    };
+    let mut params = planner.params;
+    if params.len() < declared.len() {
+        params.resize(declared.len(), PgType::Unknown);
+    }
+    let params = params
+        .into_iter()
+        .map(|t| {
+            if t == PgType::Unknown {
+                PgType::Text
+            } else {
+                t
+            }
+        })
+        .collect();
+    Ok((params, columns))
+}
+
+/// A statement's kind for "… is not supported" messages.
+fn statement_kind(s: &Statement) -> String {
+    let text = s.to_string();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,199 @@
+//! Try-commit and commit: log the write set, write every record with `put_if`, then index
+//! entries and the commit flag, then tell the commit manager (DESIGN.md, life-cycle 3–4).
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use shmdb_placement::tables;
+use shmdb_store_client::{CondOutcome, Expect, Op, OpOutcome, StoreError};
+
+use crate::keys;
+use crate::record::Version;
+use crate::txn::buffer::{BufferEntry, unit_counter_key, with_tid};
+use crate::txn::error::TxnError;
+use crate::txn::log::{LogEntry, LogStatus, now_micros};
+use crate::txn::transaction::{Pending, State, StoreKey, Transaction};
+
+impl Transaction {
+    /// Commits: applies every write or none. A write-write conflict rolls the transaction
+    /// back and fails with [`TxnError::SerializationFailure`].
+    pub async fn commit(mut self) -> Result<(), TxnError> {
+        self.ensure_active()?;
+        if self.writes.is_empty() {
+            self.state = State::Committed;
+            return self.engine.manager.commit(self.tid).await;
+        }
+        let log_key = Bytes::from(keys::txlog_key(self.engine.config.node_id, self.tid));
+        let write_set: Vec<StoreKey> = self.writes.keys().cloned().collect();
+        // 1. The write set goes to the log before any record is touched.
+        let entry = LogEntry {
+            status: LogStatus::Running,
+            time_micros: now_micros(),
+            keys: write_set.clone(),
+        };
+        self.engine
+            .store
+            .put(tables::TXLOG, log_key.clone(), Bytes::from(entry.encode()))
+            .await?;
+        // 2. Every changed record, conditionally on the stamp read, in one batch.
+        self.fetch_all(&write_set).await?;
+        let lav = self.engine.lav.load(Ordering::Relaxed).max(self.lav);
+        let mut ops = Vec::with_capacity(write_set.len());
+        let mut new_records = Vec::with_capacity(write_set.len());
+        for key in &write_set {
+            let (Some(pending), Some(read)) = (self.writes.get(key), self.reads.get(key)) else {
+                return Err(TxnError::Corrupt("write set and buffer disagree".into()));
+            };
+            if read.record.write_conflict(self.tid, |t| self.sees(t)) {
+                return self
+                    .abort_after(Vec::new(), false, TxnError::SerializationFailure)
+                    .await;
+            }
+            let mut record = read.record.clone();
+            if let Pending::Write(row) = pending {
+                let version = match row {
+                    Some(row) => Version::live(self.tid, row.clone()),
+                    None => Version::tombstone(self.tid),
+                };
+                record.write(version, lav)?;
+            }
+            let expect = read.stamp.map_or(Expect::Absent, Expect::Stamp);
+            ops.push(Op::put_if(
+                key.0,
+                key.1.clone(),
+                Bytes::from(record.encode()),
+                expect,
+            ));
+            new_records.push(record);
+        }
+        let results = self.engine.store.batch(ops).await?;
+        let mut applied: Vec<StoreKey> = Vec::new();
+        let mut failure: Option<TxnError> = None;
+        let mut stamps = Vec::with_capacity(results.len());
+        for (key, outcome) in write_set.iter().zip(results) {
+            match outcome {
+                OpOutcome::Cond(CondOutcome::Written { stamp }) => {
+                    applied.push(key.clone());
+                    stamps.push(stamp);
+                }
+                OpOutcome::Cond(_) => {
+                    failure.get_or_insert(TxnError::SerializationFailure);
+                    stamps.push(0);
+                }
+                OpOutcome::Failed(e) => {
+                    if e.is_ambiguous() {
+                        // May have been applied: undo must look.
+                        applied.push(key.clone());
+                    }
+                    failure.get_or_insert(TxnError::Store(e));
+                    stamps.push(0);
+                }
+                other => {
+                    failure.get_or_insert(TxnError::Corrupt(format!(
+                        "unexpected put_if outcome {other:?}"
+                    )));
+                    stamps.push(0);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            if let Some(shared) = &self.engine.shared {
+                for key in &write_set {
+                    shared.invalidate(key);
+                }
+            }
+            return self.abort_after(applied, false, error).await;
+        }
+        // 3. Index entries, cache-unit counters and the commit flag.
+        let mut ops: Vec<Op> = self
+            .index_entries
+            .iter()
+            .map(|k| Op::put(tables::INDEXES, k.clone(), Bytes::new()))
+            .collect();
+        if let Some(shift) = self.engine.shared.as_ref().and_then(|s| s.unit_shift) {
+            let mut units: Vec<Bytes> = write_set
+                .iter()
+                .map(|(t, k)| unit_counter_key(*t, k, shift))
+                .collect();
+            units.sort();
+            units.dedup();
+            ops.extend(units.into_iter().map(|u| Op::increment(tables::KV, u, 1)));
+        }
+        let flag = LogEntry {
+            status: LogStatus::Committed,
+            time_micros: now_micros(),
+            keys: write_set.clone(),
+        };
+        ops.push(Op::put(tables::TXLOG, log_key, Bytes::from(flag.encode())));
+        let mut retry: Vec<Op> = Vec::new();
+        let mut failed: Option<StoreError> = None;
+        for (op, outcome) in ops.iter().zip(self.engine.store.batch(ops.clone()).await?) {
+            match outcome {
+                // A counter bump may be repeated: it only has to change the counter.
+                OpOutcome::Failed(StoreError::Ambiguous { .. })
+                    if matches!(op, Op::Increment { .. }) =>
+                {
+                    retry.push(op.clone());
+                }
+                OpOutcome::Failed(e) => {
+                    failed.get_or_insert(e);
+                }
+                _ => {}
+            }
+        }
+        for op in retry {
+            if let Err(e) = bump_until_applied(&self.engine.store, op).await {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            // Not committed: take every applied version back before aborting (the commit
+            // flag may have been written: set the entry back to running first).
+            return self.abort_after(write_set, true, TxnError::Store(e)).await;
+        }
+        // 4. The commit manager.
+        self.state = State::Committed;
+        if let Some(shared) = &self.engine.shared {
+            let newest = self.engine.newest_snapshot.read().clone();
+            let base = newest.unwrap_or_else(|| self.snapshot.clone());
+            let valid_for = std::sync::Arc::new(with_tid(&base, self.tid));
+            for ((key, record), stamp) in write_set.iter().zip(new_records).zip(stamps) {
+                shared.put(
+                    key.clone(),
+                    BufferEntry {
+                        record,
+                        stamp: Some(stamp),
+                        valid_for: valid_for.clone(),
+                        unit_version: None,
+                    },
+                );
+            }
+        }
+        self.engine.manager.commit(self.tid).await
+    }
+}
+
+/// Repeats a counter increment whose outcome was unknown until one is known to be applied.
+async fn bump_until_applied(
+    store: &shmdb_store_client::StoreClient,
+    op: Op,
+) -> Result<(), StoreError> {
+    let Op::Increment { table, key, delta } = op else {
+        return Ok(());
+    };
+    for _ in 0..16 {
+        match store.increment(table, key.clone(), delta).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Ambiguous { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Ambiguous {
+        reason: "cache-unit counter increment stayed ambiguous".into(),
+    })
+}
+
+/// The transaction-log key of a tid of this node.
+pub(crate) fn log_key(node: u64, tid: u64) -> Bytes {
+    Bytes::from(keys::txlog_key(node, tid))
+}

@@ -1,0 +1,164 @@
+//! The engine: one per processing node; begins transactions and holds what they share.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use shmdb_snapshot::Snapshot;
+use shmdb_store_client::StoreClient;
+
+use crate::keys::ProcessingNodeId;
+use crate::txn::buffer::{BufferStrategy, SharedBuffer};
+use crate::txn::error::TxnError;
+use crate::txn::transaction::Transaction;
+
+/// A transaction as begun at a commit manager.
+#[derive(Debug, Clone)]
+pub struct Begun {
+    /// The tid, also the version number of everything the transaction writes.
+    pub tid: u64,
+    /// Which committed tids the transaction sees.
+    pub snapshot: Arc<Snapshot>,
+    /// The lowest active version when it began.
+    pub lav: u64,
+}
+
+/// The commit managers as the transaction core uses them. A trait so tests can count or
+/// fail calls, and so the core does not depend on how managers are reached.
+#[async_trait]
+pub trait TxnManager: Send + Sync + 'static {
+    /// Begins a transaction.
+    async fn start(&self) -> Result<Begun, TxnError>;
+    /// Reports a transaction committed (after its writes are all applied).
+    async fn commit(&self, tid: u64) -> Result<(), TxnError>;
+    /// Reports a transaction aborted (after every version it wrote was removed).
+    async fn abort(&self, tid: u64) -> Result<(), TxnError>;
+}
+
+#[async_trait]
+impl TxnManager for shmdb_commit_manager::CommitClient {
+    async fn start(&self) -> Result<Begun, TxnError> {
+        let started = shmdb_commit_manager::CommitClient::start(self)
+            .await
+            .map_err(|e| TxnError::Commit(e.to_string()))?;
+        Ok(Begun {
+            tid: started.tid,
+            snapshot: started.snapshot,
+            lav: started.lav,
+        })
+    }
+
+    async fn commit(&self, tid: u64) -> Result<(), TxnError> {
+        match shmdb_commit_manager::CommitClient::commit(self, tid).await {
+            Ok(()) => Ok(()),
+            Err(shmdb_commit_manager::CommitError::Ambiguous { reason, .. }) => {
+                Err(TxnError::CommitAmbiguous(reason))
+            }
+            Err(e) => Err(TxnError::Commit(e.to_string())),
+        }
+    }
+
+    async fn abort(&self, tid: u64) -> Result<(), TxnError> {
+        shmdb_commit_manager::CommitClient::abort(self, tid)
+            .await
+            .map_err(|e| TxnError::Commit(e.to_string()))
+    }
+}
+
+/// How a processing node runs transactions.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This processing node's id (its transaction-log entries are keyed by it).
+    pub node_id: ProcessingNodeId,
+    /// How records are buffered between reads.
+    pub buffer: BufferStrategy,
+}
+
+impl EngineConfig {
+    /// Defaults (transaction buffer) for a node id.
+    pub fn new(node_id: ProcessingNodeId) -> Self {
+        EngineConfig {
+            node_id,
+            buffer: BufferStrategy::TransactionBuffer,
+        }
+    }
+}
+
+/// One processing node's transaction engine.
+pub struct Engine {
+    pub(crate) store: StoreClient,
+    pub(crate) manager: Arc<dyn TxnManager>,
+    pub(crate) config: EngineConfig,
+    /// The newest lav seen: versions at or below it may be collected.
+    pub(crate) lav: AtomicU64,
+    /// The snapshot of the newest transaction begun here (the shared buffer's V_max).
+    pub(crate) newest_snapshot: RwLock<Option<Arc<Snapshot>>>,
+    pub(crate) shared: Option<SharedBuffer>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over a store and commit managers.
+    pub fn new(
+        config: EngineConfig,
+        store: StoreClient,
+        manager: Arc<dyn TxnManager>,
+    ) -> Arc<Self> {
+        let shared = SharedBuffer::for_strategy(&config.buffer);
+        Arc::new(Engine {
+            store,
+            manager,
+            config,
+            lav: AtomicU64::new(0),
+            newest_snapshot: RwLock::new(None),
+            shared,
+        })
+    }
+
+    /// Begins a transaction.
+    pub async fn begin(self: &Arc<Self>) -> Result<Transaction, TxnError> {
+        let begun = self.manager.start().await?;
+        self.lav.fetch_max(begun.lav, Ordering::Relaxed);
+        {
+            let mut newest = self.newest_snapshot.write();
+            if newest
+                .as_ref()
+                .is_none_or(|s| s.newest_visible_tid() <= begun.snapshot.newest_visible_tid())
+            {
+                *newest = Some(begun.snapshot.clone());
+            }
+        }
+        Ok(Transaction::new(self.clone(), begun))
+    }
+
+    /// The store client (for tools and the SQL layer's catalog).
+    pub fn store(&self) -> &StoreClient {
+        &self.store
+    }
+
+    /// The newest lav this node has seen.
+    pub fn lav(&self) -> u64 {
+        self.lav.load(Ordering::Relaxed)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> ProcessingNodeId {
+        self.config.node_id
+    }
+
+    /// Hit/miss counters of the record buffer.
+    pub fn buffer_stats(&self) -> crate::txn::buffer::BufferStats {
+        self.shared
+            .as_ref()
+            .map(SharedBuffer::stats)
+            .unwrap_or_default()
+    }
+}

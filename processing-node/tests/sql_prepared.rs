@@ -1,0 +1,155 @@
+//! Prepared statements: parameter type inference, parameters of every type, portals.
+
+mod common;
+mod sql;
+
+use shmdb_processing_node::sql::{PgType, QueryOutput};
+use shmdb_processing_node::{Datum, Decimal};
+use sql::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_of_every_type() -> anyhow::Result<()> {
+    let (_cluster, engines) = start(1).await?;
+    let mut s = engines[0].session();
+    exec(
+        &mut s,
+        "CREATE TABLE types (id int PRIMARY KEY, a smallint, b bigint, c numeric(10,2), d real, e double precision, \
+         f char(3), g varchar(10), h text, i boolean, j date, k timestamp)",
+    )
+    .await?;
+    let p = s
+        .prepare(
+            "INSERT INTO types VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[],
+        )
+        .await?;
+    use PgType::*;
+    assert_eq!(
+        p.param_types,
+        vec![
+            Int4, Int2, Int8, Numeric, Float4, Float8, Bpchar, Varchar, Text, Bool, Date, Timestamp
+        ]
+    );
+    let row = vec![
+        Datum::Int(1),
+        Datum::Int(-2),
+        Datum::Int(1 << 40),
+        Datum::Decimal(Decimal::new(12345, 3)),
+        Datum::Float(1.5),
+        Datum::Float(-2.25),
+        Datum::Text("ab".into()),
+        Datum::Text("hello".into()),
+        Datum::Text("world".into()),
+        Datum::Bool(true),
+        Datum::Date(8000),
+        Datum::Timestamp(700_000_000_123_456),
+    ];
+    let out = s.execute(&p, &row, 0).await?;
+    assert_eq!(
+        out,
+        QueryOutput::Command {
+            tag: "INSERT 0 1".into()
+        }
+    );
+    s.sync().await?;
+    let out = prep(
+        &mut s,
+        "SELECT * FROM types WHERE id = $1",
+        &[Datum::Int(1)],
+    )
+    .await?;
+    assert_eq!(
+        text_rows(&out),
+        vec![
+            "1|-2|1099511627776|12.35|1.5|-2.25|ab |hello|world|t|2021-11-26|2022-03-07 20:26:40.123456"
+        ]
+    );
+    // Each column as a parameter in a WHERE clause.
+    for (col, v) in [
+        ("a", Datum::Int(-2)),
+        ("c", Datum::Decimal(Decimal::new(1235, 2))),
+        ("f", Datum::Text("ab".into())),
+        ("i", Datum::Bool(true)),
+        ("j", Datum::Date(8000)),
+        ("k", Datum::Timestamp(700_000_000_123_456)),
+    ] {
+        let out = prep(
+            &mut s,
+            &format!("SELECT id FROM types WHERE {col} = $1"),
+            &[v],
+        )
+        .await?;
+        assert_eq!(text_rows(&out), vec!["1"], "column {col}");
+    }
+    // Text parameters are coerced where the type is known.
+    let out = prep(
+        &mut s,
+        "SELECT id FROM types WHERE b = $1::bigint",
+        &[Datum::Text("1099511627776".into())],
+    )
+    .await?;
+    assert_eq!(text_rows(&out), vec!["1"]);
+    // Describe of a query.
+    let p = s
+        .prepare("SELECT id, c, k FROM types WHERE g = $1 LIMIT $2", &[])
+        .await?;
+    assert_eq!(p.param_types, vec![Varchar, Int8]);
+    assert_eq!(
+        p.columns.iter().map(|c| c.pg_type).collect::<Vec<_>>(),
+        vec![Int4, Numeric, Timestamp]
+    );
+    // Errors keep their SQLSTATE through execute.
+    let p = s
+        .prepare("INSERT INTO types (id, g) VALUES ($1, $2)", &[])
+        .await?;
+    let e = s
+        .execute(
+            &p,
+            &[Datum::Int(2), Datum::Text("far too long text".into())],
+            0,
+        )
+        .await;
+    assert!(matches!(e, Err(ref e) if e.code == "22001"), "{e:?}");
+    s.sync().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_and_copy() -> anyhow::Result<()> {
+    let (_cluster, engines) = start(1).await?;
+    let mut s = engines[0].session();
+    exec(
+        &mut s,
+        "CREATE TABLE c (id int PRIMARY KEY, name text, d date)",
+    )
+    .await?;
+    let n = s
+        .copy_from_text(
+            "COPY c FROM STDIN",
+            b"1\ta\t2020-01-01\n2\t\\N\t2020-01-02\n3\tc\\td\t\\N\n",
+        )
+        .await?;
+    assert_eq!(n, 3);
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM c ORDER BY id").await?,
+        vec!["1|a|2020-01-01", "2|NULL|2020-01-02", "3|c\td|NULL"]
+    );
+    let n = s
+        .copy_from_text(
+            "COPY c (id, name) FROM STDIN WITH (FORMAT csv)",
+            b"4,\"x,y\"\n5,\n",
+        )
+        .await?;
+    assert_eq!(n, 2);
+    let p = s.prepare("SELECT id FROM c ORDER BY id", &[]).await?;
+    let first = s.execute(&p, &[], 2).await?;
+    assert_eq!(text_rows(&first), vec!["1", "2"]);
+    assert!(s.suspended());
+    let rest = s.resume(2).await?;
+    assert_eq!(text_rows(&rest), vec!["3", "4"]);
+    let rest = s.resume(0).await?;
+    assert_eq!(text_rows(&rest), vec!["5"]);
+    assert!(!s.suspended());
+    s.sync().await?;
+    Ok(())
+}
