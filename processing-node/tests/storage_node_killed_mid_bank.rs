@@ -1,12 +1,11 @@
 //! The bank with a storage node SIGKILLed mid-run at replication factor 2: the primary of
 //! the range holding the accounts (and, in a fresh cluster, the transaction log and the
 //! commit manager's state) dies while 2 processing nodes × 8 workers transfer. The
-//! placement manager promotes the backup (asserted) and the local cluster's supervisor
-//! restarts the process under a new id, from which the manager restores RF (logged, not
-//! awaited: that is the storage layer's own tests' business). Every snapshot still sums to the
-//! total, and the final balances are exactly the starting balances plus every committed
-//! transfer (acknowledged ones, and those whose outcome a worker could not know but whose
-//! log entry carries the commit flag).
+//! placement manager promotes the backup, the local cluster's supervisor restarts the
+//! process under a new id and the manager restores RF (all asserted). Every snapshot still
+//! sums to the total, and the final balances are exactly the starting balances plus every
+//! committed transfer (acknowledged ones, and those whose outcome a worker could not know but
+//! whose log entry carries the commit flag).
 //!
 //! Storage nodes are child processes (`LocalCluster` with `processes: true`), running this
 //! package's `storage_node` example, so that the kill is a real SIGKILL. ~10 s of load by
@@ -116,14 +115,24 @@ async fn storage_node_killed(load: Duration) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let map = cluster.storage.map().await?;
+    // The supervisor restarted the process under a new id and the manager restored RF.
+    let map = wait_for(
+        "the lost node replaced and RF restored",
+        Duration::from_secs(60),
+        || async {
+            let map = cluster.storage.map().await.ok()?;
+            (!map.nodes.contains_key(&victim)
+                && map.nodes.len() == 3
+                && map
+                    .ranges
+                    .iter()
+                    .all(|r| r.replicas.len() == 2 && r.learners.is_empty()))
+            .then_some(map)
+        },
+    )
+    .await?;
     eprintln!(
-        "accounts' primary {victim} -> {new_primary}; replication factor restored: {} (map v{})",
-        !map.nodes.contains_key(&victim)
-            && map
-                .ranges
-                .iter()
-                .all(|r| r.replicas.len() == 2 && r.learners.is_empty()),
+        "accounts' primary {victim} -> {new_primary}; RF restored at map v{}",
         map.version
     );
 

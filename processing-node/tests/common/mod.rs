@@ -293,7 +293,8 @@ pub async fn resolve(store: &StoreClient, node: u64, tid: u64) -> anyhow::Result
 }
 
 /// An example program of this package, built by `cargo test` next to the test binaries
-/// (`target/<profile>/examples/<name>`; tests run from `target/<profile>/deps`).
+/// (`target/<profile>/examples/<name>`; tests run from `target/<profile>/deps`). With a
+/// target filter (`--test x`) cargo does not rebuild examples: build them first then.
 pub fn example_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -303,7 +304,8 @@ pub fn example_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = profile_dir.join("examples").join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: examples are built by `cargo test -p shmdb-processing-node`",
+        "{} is missing: examples are built by `cargo test -p shmdb-processing-node` without \
+         target filters, or by `cargo build -p shmdb-processing-node --examples`",
         path.display()
     );
     Ok(path)
