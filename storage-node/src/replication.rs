@@ -97,7 +97,9 @@ async fn follow(node: Arc<Node>, range: Arc<Range>, follower: NodeId) {
             )
         };
         let Some(mut client) = node.peers.client(follower, &node.map()) else {
-            tokio::time::sleep(BACKOFF_MAX).await;
+            // The map naming the follower may be about to be published (tasks start while
+            // it is installed): retry soon, not after the longest backoff.
+            sleep_backoff(&mut backoff).await;
             continue;
         };
         let request = |entries: Vec<pb::LogEntry>| pb::ReplicateRequest {

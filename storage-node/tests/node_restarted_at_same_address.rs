@@ -27,6 +27,9 @@ async fn node_restarted_at_same_address() {
     let client = cluster
         .client(Duration::from_secs(2), Duration::from_secs(15))
         .await;
+    // Every backup holds its first copy before the kill: a bootstrap range whose primary
+    // dies before that has no trustworthy copy left and stays unavailable.
+    cluster.wait_converged(Duration::from_secs(20), 2).await;
     let load = Load::start(&client, &cluster.tables, 4, 6, 16, Ambiguity::Resolve);
     let slots = load.slots.clone();
     load.wait_progress(200, Duration::from_secs(10), "before the restart")
