@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stops every process up.sh and run.sh recorded (supervisors first, then the operator
+# replicas they ran, then the control plane, newest first), each by its pid.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=e2e/harness/env.sh
+source "$here/env.sh"
+state="$SHMDB_E2E_STATE"
+[[ -d "$state" ]] || exit 0
+touch "$state/stopping"
+stop() { # pid name
+  if kill "$1" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null && log "killed $2 ($1) after 5s"
+  fi
+}
+if [[ -f "$state/pids" ]]; then
+  grep -- '-supervisor$' "$state/pids" | while read -r pid name; do stop "$pid" "$name"; done
+  for f in "$state"/operators/*.pid; do
+    [[ -f "$f" ]] && stop "$(cat "$f")" "$(basename "$f" .pid)"
+  done
+  grep -v -- '-supervisor$' "$state/pids" | tac | while read -r pid name; do stop "$pid" "$name"; done
+  rm -f "$state/pids"
+fi

@@ -1,0 +1,21 @@
+# Shared settings of the e2e harness, sourced by the other scripts. Every value can be
+# overridden from the environment; the cache lives outside the repository so a fresh clone
+# (CI) reuses binaries built by an earlier run on the same machine.
+# shellcheck shell=bash
+
+: "${SHMDB_E2E_CACHE:=$HOME/.cache/shmdb-e2e}"
+# 1.34 is the newest minor whose kubelet still runs on cgroup v1 by default and whose
+# apiserver accepts Debian's etcd 3.4.
+: "${K8S_VERSION:=v1.34.4}"
+: "${KWOK_VERSION:=v0.8.0}"
+: "${SHMDB_E2E_STATE:=${TMPDIR:-/tmp}/shmdb-e2e}"
+export SHMDB_E2E_CACHE K8S_VERSION KWOK_VERSION SHMDB_E2E_STATE
+export GOMODCACHE="$SHMDB_E2E_CACHE/gomod"
+export GOCACHE="$SHMDB_E2E_CACHE/gobuild"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+export GOTOOLCHAIN=local
+K8S_BIN="$SHMDB_E2E_CACHE/bin/kubernetes-$K8S_VERSION"
+KWOK_BIN="$SHMDB_E2E_CACHE/bin/kwok-$KWOK_VERSION"
+export K8S_BIN KWOK_BIN
+
+log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
