@@ -11,7 +11,10 @@
 //! - [`Manager`]: the core bound to the store — leasing tid blocks from the atomic counter,
 //!   publishing state (group commit), merging the other managers' state, recovery.
 //! - [`CommitService`] / [`start`]: the gRPC server (`commit.proto`).
-//! - [`CommitClient`]: what processing nodes use — batching, failover, heartbeats.
+//! - [`CommitClient`] (re-exported from `shmdb-commit-client`): what processing nodes use —
+//!   batching, failover, heartbeats.
+//! - [`start_with_log_recovery`]: what the binaries run — a manager whose [`Recovery`] is the
+//!   processing node's transaction-log recovery.
 //!
 //! # Durability: commits are acknowledged after a store write
 //! A commit becomes visible to snapshots, and is acknowledged, only once a *publish* that
@@ -53,8 +56,8 @@
 //! Processing nodes heartbeat the tids they run. A tid no heartbeat listed for the timeout
 //! is handed to the [`Recovery`] implementation given at construction (with its node), and
 //! aborted only after recovery returned — the abort invariant. The transaction log and the
-//! reverting of writes belong to the processing node, so the binary ships with
-//! [`NoWritesRecovery`] until that implementation exists.
+//! reverting of writes belong to the processing node; the trait lives in the client crate
+//! both sides share, and the binaries plug in the processing node's `LogRecovery`.
 //!
 //! # Limits (documented choices)
 //! - A transaction can only be finished at the manager that issued it; if that manager dies,
@@ -64,22 +67,24 @@
 //! - A manager id that is gone for good holds the base at its last floor until it is started
 //!   again (or until a takeover tool, not built yet, finishes its tids).
 
-pub mod client;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod log_recovery;
 pub mod manager;
 pub mod metrics;
-pub mod recovery;
 pub mod server;
 pub mod service;
 
 mod bits;
 
-pub use client::{CommitClient, CommitClientConfig, CommitError, Started};
 pub use config::ManagerConfig;
 pub use error::{ManagerError, Refusal, StartError};
+pub use log_recovery::start_with_log_recovery;
 pub use manager::{FinishError, Manager};
-pub use recovery::{NoWritesRecovery, Recovery, RecoveryError, RecoveryReport, RecoveryRequest};
 pub use server::{RunningManager, start, start_with_store};
 pub use service::CommitService;
+pub use shmdb_commit_client::{
+    CommitClient, CommitClientConfig, CommitError, NoWritesRecovery, Recovery, RecoveryError,
+    RecoveryReport, RecoveryRequest, Started,
+};

@@ -1,10 +1,8 @@
 //! The commit-manager binary: one commit manager serving until it is told to stop.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::Parser;
-use shmdb_commit_manager::{ManagerConfig, NoWritesRecovery};
+use shmdb_commit_manager::ManagerConfig;
 
 /// shmdb commit manager.
 #[derive(Debug, Parser)]
@@ -32,9 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let id = cli.manager.manager_id;
-    // Until the processing node's transaction-log recovery exists (issue #4), silent nodes'
-    // transactions are aborted without reverting writes; see NoWritesRecovery.
-    let running = shmdb_commit_manager::start(cli.manager, Arc::new(NoWritesRecovery))
+    let running = shmdb_commit_manager::start_with_log_recovery(cli.manager)
         .await
         .context("starting the commit manager")?;
     println!("commit manager {id} listening on {}", running.addr);

@@ -20,7 +20,7 @@ use crate::config::ManagerConfig;
 use crate::core::{Core, CoreConfig, CoreStatus, FlushBatch, PeerState, RecoveryGroup, StartGrant};
 use crate::error::{ManagerError, Refusal, StartError};
 use crate::metrics::{CoreStatusCounters, ManagerMetrics};
-use crate::recovery::{Recovery, RecoveryRequest};
+use shmdb_commit_client::{Recovery, RecoveryRequest};
 
 /// Key of the tid counter in table `COMMIT`.
 pub const COUNTER_KEY: &[u8] = b"tid-counter";

@@ -16,8 +16,8 @@ use crate::config::ManagerConfig;
 use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
-use crate::recovery::Recovery;
 use crate::service::CommitService;
+use shmdb_commit_client::Recovery;
 
 /// Largest gRPC message: a start answer carries a snapshot of up to window/8 bytes.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;

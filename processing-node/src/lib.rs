@@ -19,6 +19,7 @@ pub mod node;
 pub mod pg;
 pub mod record;
 pub mod sql;
+pub mod sweeper;
 pub mod txn;
 
 pub use datum::{Datum, DatumKind, Decimal, float_cmp};

@@ -56,6 +56,10 @@ struct Cli {
     /// TLS private key (PEM).
     #[arg(long, env = "SHMDB_PG_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Seconds between background garbage-collection rounds (rows nobody writes again,
+    /// stale index entries, old transaction-log entries); 0 turns them off.
+    #[arg(long, env = "SHMDB_GC_INTERVAL_SECS", default_value_t = node::DEFAULT_GC_INTERVAL.as_secs())]
+    gc_interval_secs: u64,
     /// Log format: human or json.
     #[arg(long, env = "SHMDB_LOG_FORMAT", default_value = "human")]
     log_format: String,
@@ -82,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: cli.metrics_listen,
         auth,
         tls,
+        gc_interval: (cli.gc_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(cli.gc_interval_secs)),
     })
     .await
     .context("starting the processing node")?;

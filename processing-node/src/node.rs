@@ -4,8 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use shmdb_commit_manager::{CommitClient, CommitClientConfig};
+use shmdb_commit_client::{CommitClient, CommitClientConfig};
 use shmdb_store_client::{StoreClient, StoreClientConfig};
 use shmdb_telemetry::{Health, MetricsRegistry};
 use tokio::task::JoinHandle;
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::pg::metrics::PgMetrics;
 use crate::pg::{AuthConfig, PgServer, ServerConfig, ServerHandle, TlsConfig};
 use crate::sql::SqlEngine;
+use crate::sweeper::{self, SweepMetrics};
 use crate::txn::{Engine, EngineConfig};
 
 /// How a processing node is run.
@@ -33,7 +35,14 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// TLS for clients.
     pub tls: Option<TlsConfig>,
+    /// How often the background garbage collector sweeps rows, index entries and the
+    /// transaction log (`None`: never — only for tests that run sweeps themselves).
+    pub gc_interval: Option<Duration>,
 }
+
+/// The default sweep interval: rarely written rows keep old versions at most this long
+/// past lav, at the cost of one scan of the store per node and interval.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a processing node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +73,15 @@ pub struct RunningNode {
     /// Readiness as /readyz reports it.
     pub health: Health,
     telemetry: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
-    /// Stops serving clients and the telemetry endpoint.
+    /// Stops serving clients, the garbage collector and the telemetry endpoint.
     pub async fn shutdown(self) {
         self.health.set_not_ready("shutting down");
         self.pg.shutdown().await;
-        if let Some(task) = self.telemetry {
+        for task in [self.sweeper, self.telemetry].into_iter().flatten() {
             task.abort();
         }
     }
@@ -82,6 +92,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let health = Health::new();
     let registry = MetricsRegistry::new([("processing_node", config.node_id.to_string())])?;
     let metrics = PgMetrics::register(&registry)?;
+    let sweep_metrics = SweepMetrics::register(&registry)?;
     let (metrics_addr, telemetry) = match config.metrics_listen {
         Some(addr) => {
             let (bound, task) =
@@ -100,6 +111,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     .map_err(|e| NodeError::Commit(e.to_string()))?;
     let engine = Engine::new(EngineConfig::new(config.node_id), store, Arc::new(commit));
     let sql = SqlEngine::new(engine.clone());
+    let sweeper = config
+        .gc_interval
+        .map(|interval| sweeper::spawn(sql.clone(), interval, Some(sweep_metrics)));
     let mut server = ServerConfig::new(config.listen);
     server.auth = config.auth;
     server.tls = config.tls;
@@ -112,5 +126,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         engine,
         health,
         telemetry,
+        sweeper,
     })
 }

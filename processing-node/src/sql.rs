@@ -49,6 +49,7 @@ pub fn txn_error(e: TxnError) -> SqlError {
             format!("duplicate key value violates unique constraint \"{constraint}\""),
         ),
         TxnError::NotFound => SqlError::new("02000", "row not found"),
+        TxnError::Recovered => SqlError::new("40001", TxnError::Recovered.to_string()),
         TxnError::Finished(what) => SqlError::new("25P02", format!("transaction is {what}")),
         TxnError::CommitAmbiguous(m) => SqlError::new(
             "08007",

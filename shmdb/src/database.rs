@@ -3,10 +3,10 @@
 //! PostgreSQL port — in this process, or as supervised child processes.
 //!
 //! The commit manager's recovery must revert a failed processing node's writes
-//! (`LogRecovery`, which lives in the processing-node crate). The `commit-manager` binary
-//! cannot link it (the processing-node crate depends on the commit-manager library, not the
-//! other way round), so in `--processes` mode the commit manager child is this binary's
-//! hidden `shmdb commit-manager` subcommand, which has both.
+//! (`LogRecovery`, from the processing-node crate). In `--processes` mode the commit manager
+//! child is this binary's hidden `shmdb commit-manager` subcommand, which runs the same
+//! [`shmdb_commit_manager::start_with_log_recovery`] as the `commit-manager` binary, so
+//! building this one package is enough for everything `up` starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -235,6 +235,8 @@ async fn spawn_processing_node(
         .arg(config.store_seeds.join(","))
         .arg("--commit-managers")
         .arg(config.commit_managers.join(","))
+        .arg("--gc-interval-secs")
+        .arg(config.gc_interval.map_or(0, |i| i.as_secs()).to_string())
         .env("SHMDB_PG_USERS", &sql.users)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null());
@@ -383,6 +385,7 @@ fn node_config(
         )),
         auth: auth.clone(),
         tls: tls.clone(),
+        gc_interval: Some(shmdb_processing_node::node::DEFAULT_GC_INTERVAL),
     }
 }
 

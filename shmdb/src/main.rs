@@ -4,12 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::sync::Arc;
 
 use shmdb::cluster::ClusterOptions;
 use shmdb::database::{LocalDatabase, SqlOptions};
 use shmdb_commit_manager::ManagerConfig;
-use shmdb_processing_node::txn::recover::LogRecovery;
 
 /// shmdb command-line tool.
 #[derive(Debug, Parser)]
@@ -35,8 +33,9 @@ enum Command {
         #[command(flatten)]
         sql: SqlOptions,
     },
-    /// Run a commit manager with transaction-log recovery (what `shmdb up --processes`
-    /// starts as a child; the `commit-manager` binary cannot link the recovery code).
+    /// Run a commit manager with transaction-log recovery, as the `commit-manager` binary
+    /// does (what `shmdb up --processes` starts as a child, so `cargo run -p shmdb` is enough
+    /// to build everything `up` runs).
     #[command(hide = true)]
     CommitManager {
         #[command(flatten)]
@@ -132,18 +131,9 @@ async fn commit_manager(config: ManagerConfig) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let store = shmdb_store_client::StoreClient::connect(
-        shmdb_store_client::StoreClientConfig::with_seeds(config.store_seeds.clone()),
-    )
-    .await
-    .context("connecting to the store")?;
-    let running = shmdb_commit_manager::start_with_store(
-        config,
-        store.clone(),
-        Arc::new(LogRecovery::new(store)),
-    )
-    .await
-    .context("starting the commit manager")?;
+    let running = shmdb_commit_manager::start_with_log_recovery(config)
+        .await
+        .context("starting the commit manager")?;
     println!("commit manager listening on {}", running.addr);
     tokio::signal::ctrl_c()
         .await

@@ -31,10 +31,26 @@ impl Transaction {
             time_micros: now_micros(),
             keys: write_set.clone(),
         };
-        self.engine
+        // Conditional: an entry already there is recovery's abort flag (the manager took
+        // this node for dead before it logged anything).
+        let log_stamp = match self
+            .engine
             .store
-            .put(tables::TXLOG, log_key.clone(), Bytes::from(entry.encode()))
-            .await?;
+            .put_if(
+                tables::TXLOG,
+                log_key.clone(),
+                Bytes::from(entry.encode()),
+                Expect::Absent,
+            )
+            .await?
+        {
+            CondOutcome::Written { stamp } => stamp,
+            _ => {
+                return self
+                    .abort_after(Vec::new(), false, TxnError::Recovered)
+                    .await;
+            }
+        };
         // 2. Every changed record, conditionally on the stamp read, in one batch.
         self.fetch_all(&write_set).await?;
         let lav = self.engine.lav.load(Ordering::Relaxed).max(self.lav);
@@ -124,11 +140,22 @@ impl Transaction {
             time_micros: now_micros(),
             keys: write_set.clone(),
         };
-        ops.push(Op::put(tables::TXLOG, log_key, Bytes::from(flag.encode())));
+        // Conditional on the entry of step 1: if recovery took this node for dead meanwhile,
+        // it rewrote the entry (abort flag) and reverted the versions, and the flag must not
+        // bring the transaction back to life.
+        ops.push(Op::put_if(
+            tables::TXLOG,
+            log_key,
+            Bytes::from(flag.encode()),
+            Expect::Stamp(log_stamp),
+        ));
         let mut retry: Vec<Op> = Vec::new();
         let mut failed: Option<StoreError> = None;
+        let mut recovered = false;
         for (op, outcome) in ops.iter().zip(self.engine.store.batch(ops.clone()).await?) {
             match outcome {
+                OpOutcome::Cond(CondOutcome::Written { .. }) => {}
+                OpOutcome::Cond(_) => recovered = true,
                 // A counter bump may be repeated: it only has to change the counter.
                 OpOutcome::Failed(StoreError::Ambiguous { .. })
                     if matches!(op, Op::Increment { .. }) =>
@@ -145,6 +172,13 @@ impl Transaction {
             if let Err(e) = bump_until_applied(&self.engine.store, op).await {
                 failed.get_or_insert(e);
             }
+        }
+        if recovered {
+            // Recovery reverted what it found; versions written after it looked are
+            // removed here (removal is idempotent), and the entry stays aborted.
+            return self
+                .abort_after(write_set, false, TxnError::Recovered)
+                .await;
         }
         if let Some(e) = failed {
             // Not committed: take every applied version back before aborting (the commit

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
+use shmdb_commit_client::{CommitError, Refusal};
 use shmdb_snapshot::Snapshot;
 use shmdb_store_client::StoreClient;
 
@@ -37,9 +38,9 @@ pub trait TxnManager: Send + Sync + 'static {
 }
 
 #[async_trait]
-impl TxnManager for shmdb_commit_manager::CommitClient {
+impl TxnManager for shmdb_commit_client::CommitClient {
     async fn start(&self) -> Result<Begun, TxnError> {
-        let started = shmdb_commit_manager::CommitClient::start(self)
+        let started = shmdb_commit_client::CommitClient::start(self)
             .await
             .map_err(|e| TxnError::Commit(e.to_string()))?;
         Ok(Begun {
@@ -50,9 +51,9 @@ impl TxnManager for shmdb_commit_manager::CommitClient {
     }
 
     async fn commit(&self, tid: u64) -> Result<(), TxnError> {
-        match shmdb_commit_manager::CommitClient::commit(self, tid).await {
+        match shmdb_commit_client::CommitClient::commit(self, tid).await {
             Ok(()) => Ok(()),
-            Err(shmdb_commit_manager::CommitError::Ambiguous { reason, .. }) => {
+            Err(shmdb_commit_client::CommitError::Ambiguous { reason, .. }) => {
                 Err(TxnError::CommitAmbiguous(reason))
             }
             Err(e) => Err(TxnError::Commit(e.to_string())),
@@ -60,9 +61,11 @@ impl TxnManager for shmdb_commit_manager::CommitClient {
     }
 
     async fn abort(&self, tid: u64) -> Result<(), TxnError> {
-        shmdb_commit_manager::CommitClient::abort(self, tid)
-            .await
-            .map_err(|e| TxnError::Commit(e.to_string()))
+        match shmdb_commit_client::CommitClient::abort(self, tid).await {
+            // Recovery got there first: the outcome the caller wants already holds.
+            Ok(()) | Err(CommitError::Refused(Refusal::AlreadyAborted(_))) => Ok(()),
+            Err(e) => Err(TxnError::Commit(e.to_string())),
+        }
     }
 }
 

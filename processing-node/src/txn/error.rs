@@ -33,6 +33,11 @@ pub enum TxnError {
     /// request may have reached it).
     #[error("the outcome of the commit is unknown: {0}")]
     CommitAmbiguous(String),
+    /// The commit manager took this node for dead (its heartbeats stopped for the timeout)
+    /// and recovery aborted the transaction while it was committing: nothing of it stays.
+    /// Retrying is safe (SQLSTATE 40001).
+    #[error("the transaction was aborted by recovery: this node missed its heartbeat timeout")]
+    Recovered,
     /// A stored record or log entry could not be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::Refusal;
+use crate::refusal::Refusal;
 use batcher::{FinishWaiter, RpcError, StartWaiter};
 
 /// How a [`CommitClient`] finds the managers and how hard it tries.

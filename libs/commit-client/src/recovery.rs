@@ -6,8 +6,9 @@
 //! transactions"), whose log format the commit manager must not know. So the manager only
 //! defines this trait, requires an implementation at construction, and obeys the abort
 //! invariant around it: a tid is marked aborted only after [`Recovery::recover`] returned
-//! `Ok` for it. Until the processing node plugs in the log-based implementation, binaries
-//! use [`NoWritesRecovery`], which is only correct while no processing node writes.
+//! `Ok` for it. The processing node's log-based implementation is what every binary plugs
+//! in; [`NoWritesRecovery`] serves the manager's own tests and benchmarks, whose clients
+//! write nothing.
 
 use async_trait::async_trait;
 
@@ -52,13 +53,9 @@ pub trait Recovery: Send + Sync + 'static {
     async fn recover(&self, request: RecoveryRequest) -> Result<RecoveryReport, RecoveryError>;
 }
 
-/// Stands in until the processing node's log-based recovery exists: assumes the node left
-/// no writes (true while no processing node writes to the store), logs each call, and lets
-/// every tid be aborted.
-///
-/// Why ship it at all: the commit manager must keep `lav` moving when a node dies, and the
-/// trait being required at construction makes replacing this a one-line change rather than
-/// a silent default.
+/// Recovery for clients that never write to the store (the commit manager's own tests and
+/// benchmarks): there is nothing to revert, so every tid may be aborted at once. Logged at
+/// warn level because in a real deployment it would leave a dead node's writes behind.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoWritesRecovery;
 
