@@ -8,12 +8,15 @@
 //! `shmdb-placement-manager` — leader-elected with a Lease, its partition map kept in a
 //! ConfigMap with compare-and-swap on resourceVersion — and the storage autoscaler, which
 //! drains storage nodes before the StatefulSet shrinks. The embedded local cluster
-//! (`shmdb up`) runs the same placement executor without Kubernetes.
+//! (`shmdb up`) runs the same placement executor without Kubernetes. The crate also holds
+//! the RDMA device plugin ([`device_plugin`], the `device-plugin` binary) that the chart runs
+//! on RDMA nodes, so that the pods the operator asks RDMA devices for can get them.
 
 pub mod autoscale;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod device_plugin;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;
