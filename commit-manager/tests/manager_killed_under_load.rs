@@ -5,54 +5,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use shmdb_commit_manager::{CommitClient, CommitError};
-use shmdb_proto::commit as pb;
-use shmdb_proto::commit::commit_manager_client::CommitManagerClient;
-use tokio::process::{Child, Command};
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(probe.local_addr()?)
-}
-
-/// Starts the commit-manager binary and waits until it answers.
-async fn spawn_manager(id: u64, addr: SocketAddr, seeds: &[String]) -> anyhow::Result<Child> {
-    let child = Command::new(env!("CARGO_BIN_EXE_commit-manager"))
-        .args(["--manager-id", &id.to_string()])
-        .args(["--listen", &addr.to_string()])
-        .args(["--store-seeds", &seeds.join(",")])
-        .args(["--tid-block", "100"])
-        .args(["--heartbeat-timeout-ms", "1500"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let child = Arc::new(Mutex::new(child));
-    common::wait_for(
-        &format!("manager {id} at {addr}"),
-        Duration::from_secs(20),
-        || async {
-            if let Ok(Some(status)) = child.lock().try_wait() {
-                panic!("manager {id} exited during start-up: {status}");
-            }
-            let mut client = CommitManagerClient::connect(format!("http://{addr}"))
-                .await
-                .ok()?;
-            client.status(pb::StatusRequest {}).await.ok().map(|_| ())
-        },
-    )
-    .await?;
-    Arc::try_unwrap(child)
-        .map(Mutex::into_inner)
-        .map_err(|_| anyhow::anyhow!("child handle still shared"))
-}
 
 /// Everything the load saw.
 #[derive(Default)]
@@ -126,9 +84,9 @@ async fn sigkilled_manager_restarts_without_reusing_tids_or_forgetting_commits()
 -> anyhow::Result<()> {
     let store = common::store().await?;
     let seeds = store.cluster.seeds();
-    let (addr_a, addr_b) = (free_addr()?, free_addr()?);
-    let mut a = spawn_manager(1, addr_a, &seeds).await?;
-    let b = spawn_manager(2, addr_b, &seeds).await?;
+    let (addr_a, addr_b) = (common::free_addr()?, common::free_addr()?);
+    let mut a = common::spawn_manager(1, addr_a, &seeds).await?;
+    let b = common::spawn_manager(2, addr_b, &seeds).await?;
     let managers = vec![addr_a.to_string(), addr_b.to_string()];
 
     let record = Arc::new(Record::default());
@@ -191,7 +149,7 @@ async fn sigkilled_manager_restarts_without_reusing_tids_or_forgetting_commits()
     .await?;
 
     // Phase 2: restart manager 1 under the same id and address; it resumes from the store.
-    let restarted = spawn_manager(1, addr_a, &seeds).await?;
+    let restarted = common::spawn_manager(1, addr_a, &seeds).await?;
     record.phase.store(2, Ordering::SeqCst);
     // Clients that failed over stay with manager 2; new processing nodes that prefer the
     // restarted manager load it.

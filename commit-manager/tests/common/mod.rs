@@ -3,8 +3,15 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use shmdb_proto::commit as pb;
+use shmdb_proto::commit::commit_manager_client::CommitManagerClient;
+use tokio::process::{Child, Command};
 
 use shmdb::cluster::{ClusterOptions, LocalCluster};
 use shmdb_commit_manager::{
@@ -68,4 +75,43 @@ where
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// A free 127.0.0.1 address (bound, then released for a child to take).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(probe.local_addr()?)
+}
+
+/// Starts the `commit-manager` binary (small tid blocks, 1.5 s heartbeat timeout) and waits
+/// until it answers. Killed when the handle is dropped.
+pub async fn spawn_manager(id: u64, addr: SocketAddr, seeds: &[String]) -> anyhow::Result<Child> {
+    let child = Command::new(env!("CARGO_BIN_EXE_commit-manager"))
+        .args(["--manager-id", &id.to_string()])
+        .args(["--listen", &addr.to_string()])
+        .args(["--store-seeds", &seeds.join(",")])
+        .args(["--tid-block", "100"])
+        .args(["--heartbeat-timeout-ms", "1500"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let child = Arc::new(Mutex::new(child));
+    wait_for(
+        &format!("manager {id} at {addr}"),
+        Duration::from_secs(20),
+        || async {
+            if let Ok(Some(status)) = child.lock().try_wait() {
+                panic!("manager {id} exited during start-up: {status}");
+            }
+            let mut client = CommitManagerClient::connect(format!("http://{addr}"))
+                .await
+                .ok()?;
+            client.status(pb::StatusRequest {}).await.ok().map(|_| ())
+        },
+    )
+    .await?;
+    Arc::try_unwrap(child)
+        .map(Mutex::into_inner)
+        .map_err(|_| anyhow::anyhow!("child handle still shared"))
 }
