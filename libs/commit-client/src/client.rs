@@ -336,7 +336,8 @@ impl CommitClient {
     /// Commits `tid` at the manager that issued it; returns once the commit is durable.
     /// While that manager is unreachable the commit is retried until the deadline, then
     /// reported [`CommitError::Ambiguous`] (it may have been applied before the answer was
-    /// lost). A retry that finds the tid already committed counts as success.
+    /// lost) and no longer heartbeated, so the manager resolves it by recovery from the
+    /// log. A retry that finds the tid already committed counts as success.
     pub async fn commit(&self, tid: u64) -> Result<(), CommitError> {
         self.finish(tid, true).await
     }
@@ -432,6 +433,11 @@ impl CommitClient {
             };
             retried = true;
             if Instant::now() >= deadline {
+                // Stop heartbeating the tid: once the manager is back it recovers the tid
+                // from this node's log after the heartbeat timeout — committed if the log
+                // holds the commit flag, aborted otherwise — instead of keeping it running
+                // (and the base below it) for as long as this node lives.
+                inner.running.lock().remove(&tid);
                 return Err(if commit {
                     CommitError::Ambiguous { tid, reason }
                 } else {
