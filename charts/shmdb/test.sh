@@ -2,12 +2,14 @@
 # Checks the Helm chart offline: the chart's CRD equals the generated one, `helm lint` and
 # `helm template` pass with the default values and with every option on
 # (ci/all-options-values.yaml), and every rendered object, and every example under
-# examples/, validates strictly against the Kubernetes OpenAPI schema (validate.py).
+# examples/, validates strictly against the Kubernetes OpenAPI schema (validate.py). Also
+# checks the image's Dockerfile (check_dockerfile.py): multi-stage, non-root, and exactly
+# the workspace's binaries.
 #
 # Tools come from package registries and are cached in $SHMDB_TOOLS (default
 # ~/.cache/shmdb-tools): helm is built with `go install` from the Go module proxy; the
 # Kubernetes OpenAPI spec and the Prometheus Operator's CRDs are read from their Go modules
-# (`go mod download`); validate.py needs python3 with PyYAML and jsonschema.
+# (`go mod download`); the Python checks need PyYAML, jsonschema and dockerfile (PyPI).
 #
 #   charts/shmdb/test.sh               check everything
 #   charts/shmdb/test.sh --update-crds copy crds/shmdbs.yaml into the chart first
@@ -42,6 +44,7 @@ module_dir() { go mod download -json "$1@$2" | python3 -c 'import json,sys; prin
 SWAGGER="$(module_dir k8s.io/kubernetes "$KUBERNETES_VERSION")/api/openapi-spec/swagger.json"
 MONITORING_CRDS="$(module_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")/example/prometheus-operator-crd"
 python3 -c 'import yaml, jsonschema' 2>/dev/null || python3 -m pip install --quiet pyyaml jsonschema
+python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet "dockerfile==3.4.0"
 "$HELM" version --short
 
 validate() {
@@ -90,4 +93,14 @@ done
 
 echo "== examples"
 validate examples/*.yaml
+
+echo "== Dockerfile (parsed by Docker's parser; no daemon here)"
+python3 "$CHART/check_dockerfile.py" .
+grep -v '^COPY --from=builder /out/crdgen' Dockerfile > "$OUT/Dockerfile.missing-bin"
+sed 's/^USER 10001:10001$/USER 0/' Dockerfile > "$OUT/Dockerfile.root"
+for broken in "$OUT/Dockerfile.missing-bin" "$OUT/Dockerfile.root"; do
+  if python3 "$CHART/check_dockerfile.py" . "$broken" > "$OUT/dockerfile.log"; then
+    cat "$OUT/dockerfile.log"; echo "check_dockerfile.py accepted $broken" >&2; exit 1
+  fi
+done
 echo "chart checks passed"
