@@ -3,10 +3,10 @@
 //! PostgreSQL port — in this process, or as supervised child processes.
 //!
 //! The commit manager's recovery must revert a failed processing node's writes
-//! (`LogRecovery`, from the processing-node crate). In `--processes` mode the commit manager
-//! child is this binary's hidden `shmdb commit-manager` subcommand, which runs the same
-//! [`shmdb_commit_manager::start_with_log_recovery`] as the `commit-manager` binary, so
-//! building this one package is enough for everything `up` starts.
+//! (`LogRecovery`, from the processing-node crate): in-process it is plugged in here, and in
+//! `--processes` mode the child is the `commit-manager` binary, which plugs in the same one
+//! (see [`shmdb_commit_manager::start_with_log_recovery`]). Child binaries are found next to
+//! the running executable, so `--processes` needs the whole workspace built.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,7 +77,7 @@ impl SqlOptions {
 pub enum CommitProcess {
     /// In this process.
     InProcess(RunningManager),
-    /// A supervised child (`shmdb commit-manager`).
+    /// A supervised child (`commit-manager` binary).
     Child {
         /// Its gRPC address.
         addr: SocketAddr,
@@ -163,6 +163,17 @@ pub fn sibling_binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// TLS for the processing nodes' clients, when both files are given.
+fn tls_config(sql: &SqlOptions) -> Option<TlsConfig> {
+    match (&sql.tls_cert, &sql.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    }
+}
+
 fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     if addr.port() != 0 {
         return Ok(addr);
@@ -196,9 +207,8 @@ fn manager_config(host: std::net::IpAddr, port: u16, seeds: Vec<String>) -> Mana
 
 async fn spawn_commit_manager(config: &ManagerConfig) -> anyhow::Result<(Child, SocketAddr)> {
     let listen = free_port(config.listen)?;
-    let exe = std::env::current_exe().context("locating the shmdb executable")?;
+    let exe = sibling_binary("commit-manager", "SHMDB_COMMIT_MANAGER_BIN")?;
     let mut child = Command::new(exe)
-        .arg("commit-manager")
         .arg("--manager-id")
         .arg(config.manager_id.to_string())
         .arg("--listen")
@@ -260,13 +270,7 @@ impl LocalDatabase {
     pub async fn start(cluster: &ClusterOptions, sql: &SqlOptions) -> anyhow::Result<Self> {
         let auth =
             AuthConfig::from_spec(&sql.users).map_err(|e| anyhow::anyhow!("--users: {e}"))?;
-        let tls = match (&sql.tls_cert, &sql.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsConfig {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        };
+        let tls = tls_config(sql);
         let storage = LocalCluster::start(cluster)
             .await
             .context("starting storage")?;
@@ -427,6 +431,7 @@ async fn supervise(
 ) {
     let mut next_id = u64::from(sql.processing_nodes) + 1;
     let auth = AuthConfig::from_spec(&sql.users).unwrap_or_default();
+    let tls = tls_config(&sql);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -462,7 +467,7 @@ async fn supervise(
         for (index, addr, metrics) in exited {
             let id = next_id;
             next_id += 1;
-            let mut config = node_config(&cluster, &sql, id, 0, &seeds, commit_addr, &auth, &None);
+            let mut config = node_config(&cluster, &sql, id, 0, &seeds, commit_addr, &auth, &tls);
             config.listen = addr;
             config.metrics_listen = metrics;
             match spawn_processing_node(&config, &sql).await {

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 
 use shmdb::cluster::ClusterOptions;
 use shmdb::database::{LocalDatabase, SqlOptions};
-use shmdb_commit_manager::ManagerConfig;
 
 /// shmdb command-line tool.
 #[derive(Debug, Parser)]
@@ -32,14 +31,6 @@ enum Command {
         cluster: ClusterOptions,
         #[command(flatten)]
         sql: SqlOptions,
-    },
-    /// Run a commit manager with transaction-log recovery, as the `commit-manager` binary
-    /// does (what `shmdb up --processes` starts as a child, so `cargo run -p shmdb` is enough
-    /// to build everything `up` runs).
-    #[command(hide = true)]
-    CommitManager {
-        #[command(flatten)]
-        manager: ManagerConfig,
     },
     /// Print tiers, ranges, replicas and health of a running cluster.
     Status {
@@ -66,7 +57,6 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = shmdb_telemetry::init("shmdb", format)?;
     match cli.command {
         Command::Up { cluster, sql } => up(cluster, sql).await,
-        Command::CommitManager { manager } => commit_manager(manager).await,
         Command::Status { seeds } => {
             let status = shmdb::status::gather(&seeds).await?;
             print!("{}", status.render());
@@ -124,20 +114,5 @@ async fn up(options: ClusterOptions, sql: SqlOptions) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(15), db.shutdown())
         .await
         .context("the database did not stop in time")?;
-    Ok(())
-}
-
-async fn commit_manager(config: ManagerConfig) -> anyhow::Result<()> {
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let running = shmdb_commit_manager::start_with_log_recovery(config)
-        .await
-        .context("starting the commit manager")?;
-    println!("commit manager listening on {}", running.addr);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    running.shutdown().await;
     Ok(())
 }
