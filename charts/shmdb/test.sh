@@ -49,7 +49,8 @@ python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet "do
 
 validate() {
   python3 "$CHART/validate.py" --swagger "$SWAGGER" --crd crds/shmdbs.yaml \
-    --crd "$MONITORING_CRDS/monitoring.coreos.com_servicemonitors.yaml" "$@"
+    --crd "$MONITORING_CRDS/monitoring.coreos.com_servicemonitors.yaml" \
+    --crd "$MONITORING_CRDS/monitoring.coreos.com_podmonitors.yaml" "$@"
 }
 
 echo "== the validator rejects what the API server would"
@@ -80,14 +81,14 @@ echo "== helm template (every option on)"
   -f "$CHART/ci/all-options-values.yaml" > "$OUT/all.yaml"
 validate "$OUT/all.yaml"
 # Every optional object is really rendered.
-for kind in DaemonSet ServiceMonitor Role RoleBinding; do
+for kind in DaemonSet ServiceMonitor PodMonitor Role RoleBinding; do
   grep -q "^kind: $kind\$" "$OUT/all.yaml" || { echo "no $kind rendered with every option on" >&2; exit 1; }
 done
 dashboards=$(ls "$CHART"/dashboards/*.json | wc -l)
 [[ $(grep -c 'grafana_dashboard: "1"' "$OUT/all.yaml") -eq $dashboards ]] \
   || { echo "expected $dashboards dashboard ConfigMaps" >&2; exit 1; }
 # Without the options none of them is.
-for kind in DaemonSet ServiceMonitor Role RoleBinding; do
+for kind in DaemonSet ServiceMonitor PodMonitor Role RoleBinding; do
   if grep -q "^kind: $kind\$" "$OUT/default.yaml"; then echo "$kind rendered by default" >&2; exit 1; fi
 done
 
