@@ -15,6 +15,7 @@ pub mod bind;
 pub mod catalog;
 pub mod copy;
 pub mod ddl;
+pub mod decorrelate;
 pub mod dml;
 pub mod error;
 pub mod exec;

@@ -39,14 +39,88 @@ pub fn and_all(mut es: Vec<Expr>) -> Option<Expr> {
 /// expressions can be computed before the scan (constants and parameters for a plain scan;
 /// also the outer row's columns for an index join). Returned value expressions keep their
 /// positions (they are evaluated against the outer row, or no row).
+/// Several rows of key values (`(a, b) IN ((1, 2), (3, 4))`): the columns, then one value
+/// per column for each row.
+type RowIn = (Vec<usize>, Vec<Vec<Expr>>);
+
+/// A single-column IN list on a table column: the column, then the values.
+type ColIn = (usize, Vec<Expr>);
+
+fn disjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Or(a, b) => {
+            disjuncts(a, out);
+            disjuncts(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_parts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::And(a, b) => {
+            and_parts(a, out);
+            and_parts(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Recognizes an OR of ANDs of `column = value` over the same columns (how a row-valued IN
+/// list is bound).
+fn row_in(
+    e: &Expr,
+    own: &dyn Fn(&Expr) -> Option<usize>,
+    available: &dyn Fn(&Expr) -> bool,
+) -> Option<RowIn> {
+    let mut ds = Vec::new();
+    disjuncts(e, &mut ds);
+    let mut cols: Option<Vec<usize>> = None;
+    let mut rows = Vec::with_capacity(ds.len());
+    for d in ds {
+        let mut parts = Vec::new();
+        and_parts(d, &mut parts);
+        let mut pairs: Vec<(usize, Expr)> = Vec::with_capacity(parts.len());
+        for p in parts {
+            let Expr::Cmp(CmpOp::Eq, a, b, _) = p else {
+                return None;
+            };
+            if let Some(c) = own(a)
+                && available(b)
+            {
+                pairs.push((c, (**b).clone()));
+            } else if let Some(c) = own(b)
+                && available(a)
+            {
+                pairs.push((c, (**a).clone()));
+            } else {
+                return None;
+            }
+        }
+        pairs.sort_by_key(|(c, _)| *c);
+        let these: Vec<usize> = pairs.iter().map(|(c, _)| *c).collect();
+        if these.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        match &cols {
+            None => cols = Some(these),
+            Some(c) if *c == these => {}
+            Some(_) => return None,
+        }
+        rows.push(pairs.into_iter().map(|(_, v)| v).collect());
+    }
+    cols.map(|c| (c, rows))
+}
+
 fn sargs(
     conjs: &[Expr],
     offset: usize,
     width: usize,
     available: &dyn Fn(&Expr) -> bool,
-) -> (Vec<Sarg>, Vec<(usize, Vec<Expr>)>) {
+) -> (Vec<Sarg>, Vec<ColIn>, Vec<RowIn>) {
     let mut out = Vec::new();
     let mut ins = Vec::new();
+    let mut rows = Vec::new();
     let own = |e: &Expr| match e {
         Expr::Column(c) if *c >= offset && *c < offset + width => Some(*c - offset),
         // Anything else (a cast of the column, an expression) is not a key bound.
@@ -80,10 +154,58 @@ fn sargs(
                     ins.push((col, list.clone()));
                 }
             }
+            Expr::Or(..) => {
+                if let Some(r) = row_in(c, &own, available) {
+                    rows.push(r);
+                }
+            }
             _ => {}
         }
     }
-    (out, ins)
+    (out, ins, rows)
+}
+
+/// Keys (whole, or a prefix of the primary key) from a row-valued IN list and equalities:
+/// the primary-key columns are taken in order while each is fixed by an equality or by the
+/// list, and the list's columns must all be among them.
+fn row_in_keys(sargs: &[Sarg], rows: &[RowIn], pk: &[usize]) -> Option<Vec<Vec<Expr>>> {
+    let mut best: Option<Vec<Vec<Expr>>> = None;
+    for (cols, values) in rows {
+        if values.is_empty() || values.len() > 1000 {
+            continue;
+        }
+        let mut prefix = 0;
+        for c in pk {
+            let fixed = cols.contains(c) || sargs.iter().any(|s| s.col == *c && s.op == CmpOp::Eq);
+            if !fixed {
+                break;
+            }
+            prefix += 1;
+        }
+        if !cols.iter().all(|c| pk[..prefix].contains(c)) {
+            continue;
+        }
+        let keys: Vec<Vec<Expr>> = values
+            .iter()
+            .map(|row| {
+                pk[..prefix]
+                    .iter()
+                    .map(|c| match cols.iter().position(|x| x == c) {
+                        Some(i) => row[i].clone(),
+                        None => sargs
+                            .iter()
+                            .find(|s| s.col == *c && s.op == CmpOp::Eq)
+                            .map(|s| s.value.clone())
+                            .unwrap_or(Expr::Const(crate::datum::Datum::Null)),
+                    })
+                    .collect()
+            })
+            .collect();
+        if best.as_ref().is_none_or(|b| b[0].len() < prefix) {
+            best = Some(keys);
+        }
+    }
+    best
 }
 
 /// The bounds a list of sargs puts on a key with columns `key`.
@@ -137,7 +259,7 @@ pub fn choose(
     available: &dyn Fn(&Expr) -> bool,
 ) -> Chosen {
     let width = meta.columns.len();
-    let (sargs, ins) = sargs(conjs, offset, width, available);
+    let (sargs, ins, rows) = sargs(conjs, offset, width, available);
     let pk = &meta.primary_key;
     let pk_range = key_range(&sargs, pk, meta);
     if pk_range.eq.len() == pk.len() && !pk.is_empty() {
@@ -145,6 +267,20 @@ pub fn choose(
             access: Access::PkPoint(pk_range.eq),
             order: pk.clone(),
             fixed: pk.len(),
+        };
+    }
+    if let Some(keys) = row_in_keys(&sargs, &rows, pk)
+        && keys[0].len() > pk_range.eq.len()
+    {
+        let access = if keys[0].len() == pk.len() {
+            Access::PkMulti(keys)
+        } else {
+            Access::PkPrefixes(keys)
+        };
+        return Chosen {
+            access,
+            order: Vec::new(),
+            fixed: 0,
         };
     }
     // IN list on the one primary-key column not fixed by an equality.
@@ -211,7 +347,7 @@ pub fn pk_lookup(
     offset: usize,
     available: &dyn Fn(&Expr) -> bool,
 ) -> Option<Vec<Expr>> {
-    let (sargs, _) = sargs(conjs, offset, meta.columns.len(), available);
+    let (sargs, _, _) = sargs(conjs, offset, meta.columns.len(), available);
     let r = key_range(&sargs, &meta.primary_key, meta);
     (r.eq.len() == meta.primary_key.len() && !r.eq.is_empty()).then_some(r.eq)
 }

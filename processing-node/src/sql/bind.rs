@@ -578,6 +578,12 @@ impl<'a> Planner<'a> {
                 target: ast::InTarget::List(list),
                 negated,
                 ..
+            } if matches!(&**expr, E::Tuple(_)) => self.row_in(expr, list, *negated, scope)?,
+            E::In {
+                expr,
+                target: ast::InTarget::List(list),
+                negated,
+                ..
             } => {
                 let (x, tx) = self.bind(expr, scope)?;
                 let mut items = Vec::with_capacity(list.len());
@@ -774,6 +780,66 @@ impl<'a> Planner<'a> {
             E::Tuple(_) => return Err(SqlError::unsupported("row values")),
             other => return Err(SqlError::unsupported(format!("expression {other}"))),
         })
+    }
+
+    /// `(a, b) [NOT] IN ((x, y), ...)`: a disjunction of conjunctions of equalities, the
+    /// shape access-path selection recognizes as several whole or prefix keys.
+    fn row_in(
+        &mut self,
+        lhs: &ast::Expr,
+        list: &[ast::Expr],
+        negated: bool,
+        scope: &Scope,
+    ) -> Result<(Expr, PgType), SqlError> {
+        let ast::Expr::Tuple(cols) = lhs else {
+            return Err(SqlError::internal("row IN without a row"));
+        };
+        let mut left = Vec::with_capacity(cols.len());
+        for c in cols {
+            left.push(self.bind(c, scope)?);
+        }
+        let mut any: Option<Expr> = None;
+        for item in list {
+            let values = match item {
+                ast::Expr::Tuple(v) => v,
+                ast::Expr::Nested(inner) => match &**inner {
+                    ast::Expr::Tuple(v) => v,
+                    _ => std::slice::from_ref(&**inner),
+                },
+                other => std::slice::from_ref(other),
+            };
+            if values.len() != left.len() {
+                return Err(SqlError::new(
+                    "42601",
+                    format!(
+                        "row of {} values compared with a row of {} values",
+                        left.len(),
+                        values.len()
+                    ),
+                ));
+            }
+            let mut all: Option<Expr> = None;
+            for ((x, tx), v) in left.iter().zip(values) {
+                let (y, ty) = self.bind(v, scope)?;
+                let eq = self.make_cmp(CmpOp::Eq, x.clone(), *tx, y, ty)?;
+                all = Some(match all {
+                    None => eq,
+                    Some(a) => Expr::And(Box::new(a), Box::new(eq)),
+                });
+            }
+            let Some(all) = all else {
+                return Err(SqlError::new("42601", "an empty row in IN"));
+            };
+            any = Some(match any {
+                None => all,
+                Some(a) => Expr::Or(Box::new(a), Box::new(all)),
+            });
+        }
+        let e = any.unwrap_or(Expr::Const(Datum::Bool(false)));
+        Ok((
+            if negated { Expr::Not(Box::new(e)) } else { e },
+            PgType::Bool,
+        ))
     }
 
     fn regex(

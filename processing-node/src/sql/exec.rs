@@ -489,6 +489,32 @@ impl<'a> Exec<'a> {
                 let found = self.tx.get_many(&def, &pks).await.map_err(txn_error)?;
                 found.into_iter().flatten().collect()
             }
+            Access::PkPrefixes(prefixes) => {
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for p in prefixes {
+                    let r = KeyRange {
+                        eq: p.clone(),
+                        lower: None,
+                        upper: None,
+                    };
+                    let Some((lo, hi)) = self.bounds(&meta, &meta.primary_key, &r)? else {
+                        continue;
+                    };
+                    if let Bound::Included(k) = &lo
+                        && !seen.insert(hash_key(k))
+                    {
+                        continue;
+                    }
+                    let raw = self
+                        .tx
+                        .scan(&def, as_slices(&lo), as_slices(&hi), 0)
+                        .await
+                        .map_err(txn_error)?;
+                    out.extend(raw);
+                }
+                out
+            }
             Access::Full | Access::PkRange(_) | Access::Index(..) => {
                 let mut fetch = want.map_or(0, |w| (w + w / 2).max(8));
                 loop {
@@ -530,10 +556,7 @@ impl<'a> Exec<'a> {
                 }
             }
         };
-        if !matches!(
-            s.access,
-            Access::Full | Access::PkRange(_) | Access::Index(..)
-        ) {
+        if matches!(s.access, Access::PkMulti(_) | Access::PkPrefixes(_)) {
             rows = self.filter_rows(rows, s.filter.as_ref())?;
         }
         if let Some(w) = want {

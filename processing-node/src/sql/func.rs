@@ -69,6 +69,8 @@ pub enum Func {
     NullText,
     /// format_type(type oid, typmod)
     FormatType,
+    /// power(a, b) / pow
+    Power,
 }
 
 impl Func {
@@ -127,6 +129,7 @@ impl Func {
                 _,
             ) => Func::NullText,
             ("format_type", 2) => Func::FormatType,
+            ("power" | "pow", 2) => Func::Power,
             _ => return None,
         })
     }
@@ -163,6 +166,10 @@ impl Func {
             Func::Regex(..) | Func::True => PgType::Bool,
             Func::NullText | Func::FormatType => PgType::Text,
             Func::CurrentDate => PgType::Date,
+            Func::Power => match first {
+                PgType::Numeric => PgType::Numeric,
+                _ => PgType::Float8,
+            },
         }
     }
 }
@@ -275,6 +282,11 @@ pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlEr
             } else {
                 a
             }
+        }
+        Func::Power => {
+            let a = next();
+            let b = next();
+            power(a, b)?
         }
         Func::Abs => match num_keep_int(next())? {
             Datum::Int(v) => Datum::Int(
@@ -406,6 +418,42 @@ pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlEr
                 s.replace(&from, &to)
             })
         }
+    })
+}
+
+/// power(a, b): double precision, or numeric when the base is numeric (as PostgreSQL
+/// resolves it); 2201F for 0 to a negative power, 2201F for a negative base to a
+/// fractional power.
+fn power(a: Datum, b: Datum) -> Result<Datum, SqlError> {
+    let numeric = matches!(a, Datum::Decimal(_));
+    let (Some(x), Some(y)) = (to_f64(&num_keep_int(a)?), to_f64(&num_keep_int(b)?)) else {
+        return Err(SqlError::new(
+            "42883",
+            "function power requires numeric arguments",
+        ));
+    };
+    if x == 0.0 && y < 0.0 {
+        return Err(SqlError::new(
+            "2201F",
+            "zero raised to a negative power is undefined",
+        ));
+    }
+    if x < 0.0 && y.fract() != 0.0 {
+        return Err(SqlError::new(
+            "2201F",
+            "a negative number raised to a non-integer power yields a complex result",
+        ));
+    }
+    let v = x.powf(y);
+    if !v.is_finite() {
+        return Err(SqlError::new("22003", "value out of range: overflow"));
+    }
+    Ok(if numeric {
+        Datum::Decimal(
+            Decimal::try_from(v).map_err(|_| SqlError::new("22003", "value out of range"))?,
+        )
+    } else {
+        Datum::Float(v)
     })
 }
 

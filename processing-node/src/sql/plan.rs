@@ -15,6 +15,9 @@ pub enum Access {
     PkPoint(Vec<Expr>),
     /// Several rows by whole primary keys (IN lists), fetched in one batch.
     PkMulti(Vec<Vec<Expr>>),
+    /// Several primary-key prefixes (row-valued IN lists on leading key columns), each
+    /// scanned as a range.
+    PkPrefixes(Vec<Vec<Expr>>),
     /// A primary-key range: equal prefix, then optional bounds on the next column.
     PkRange(KeyRange),
     /// A secondary-index range (index position in the table's index list).
@@ -339,6 +342,12 @@ fn scan_line(s: &ScanNode) -> String {
         Access::PkPoint(_) => format!("Primary Key Lookup on {}{}", t.name, alias_suffix(s)),
         Access::PkMulti(keys) => format!(
             "Primary Key Lookup on {}{} ({} keys)",
+            t.name,
+            alias_suffix(s),
+            keys.len()
+        ),
+        Access::PkPrefixes(keys) => format!(
+            "Primary Key Range Scan on {}{} ({} prefixes)",
             t.name,
             alias_suffix(s),
             keys.len()

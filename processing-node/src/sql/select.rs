@@ -57,6 +57,96 @@ fn min_rel(e: &Expr, rels: &[Rel]) -> Option<usize> {
 }
 
 /// The output name PostgreSQL gives an unaliased select item.
+/// Grouping by a table's whole primary key makes its other columns usable above the
+/// aggregate (PostgreSQL's functional dependency rule): they are added as further group
+/// keys, under their plain and qualified names, which does not change the groups.
+fn functionally_dependent(
+    rels: &[Rel],
+    scope: &Scope,
+    groups: &mut Vec<Expr>,
+    keys: &mut Vec<String>,
+) {
+    for rel in rels {
+        let RelKind::Table(meta) = &rel.kind else {
+            continue;
+        };
+        let grouped: Vec<usize> = groups
+            .iter()
+            .filter_map(|g| match g {
+                Expr::Column(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        let grouped_col = |c: usize| grouped.contains(&(rel.offset + c));
+        if meta.primary_key.is_empty() || !meta.primary_key.iter().all(|c| grouped_col(*c)) {
+            continue;
+        }
+        for c in 0..rel.width {
+            let at = rel.offset + c;
+            let Some(col) = scope.cols.get(at) else {
+                continue;
+            };
+            if col.hidden || grouped_col(c) {
+                continue;
+            }
+            for text in [col.name.clone(), format!("{}.{}", col.rel, col.name)] {
+                if !keys.contains(&text) {
+                    groups.push(Expr::Column(at));
+                    keys.push(text);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `b = v` for every `a = b` and `a = v` among the WHERE conjuncts (v a constant or
+/// parameter): `c_w_id = w_id AND w_id = $1` then bounds both tables' keys, not just the
+/// one written with the value.
+fn implied_equalities(preds: &mut Vec<Expr>) {
+    let mut values: Vec<(usize, Expr, bool)> = Vec::new();
+    let mut pairs: Vec<(usize, usize, bool)> = Vec::new();
+    for p in preds.iter() {
+        if let Expr::Cmp(CmpOp::Eq, a, b, bpchar) = p {
+            match (&**a, &**b) {
+                (Expr::Column(x), Expr::Column(y)) => pairs.push((*x, *y, *bpchar)),
+                (Expr::Column(x), v) | (v, Expr::Column(x)) if v.is_row_free() => {
+                    values.push((*x, v.clone(), *bpchar))
+                }
+                _ => {}
+            }
+        }
+    }
+    if pairs.is_empty() || values.is_empty() {
+        return;
+    }
+    let mut known: Vec<usize> = values.iter().map(|(c, _, _)| *c).collect();
+    // A few rounds reach chains (a = b, b = c) without a fixpoint loop on odd input.
+    for _ in 0..3 {
+        let mut added = false;
+        for &(x, y, bp) in &pairs {
+            for (from, to) in [(x, y), (y, x)] {
+                if known.contains(&to) {
+                    continue;
+                }
+                if let Some((_, v, vb)) = values.iter().find(|(c, _, _)| *c == from).cloned() {
+                    preds.push(Expr::Cmp(
+                        CmpOp::Eq,
+                        Box::new(Expr::Column(to)),
+                        Box::new(v.clone()),
+                        bp || vb,
+                    ));
+                    values.push((to, v, bp || vb));
+                    known.push(to);
+                    added = true;
+                }
+            }
+        }
+        if !added {
+            break;
+        }
+    }
+}
+
 fn output_name(e: &ast::Expr) -> String {
     match e {
         ast::Expr::Identifier(i) => ident(i),
@@ -670,6 +760,9 @@ impl Planner<'_> {
         offset: Option<Expr>,
         for_update: bool,
     ) -> Result<QueryPlan, SqlError> {
+        if let Some(flat) = crate::sql::decorrelate::decorrelate(s)? {
+            return self.plan_select(&flat, order_by, limit, offset, for_update);
+        }
         let (rels, scope, mut preds) = self.plan_from(&s.from)?;
         if let Some(w) = &s.selection {
             if Self::has_aggregate(w) {
@@ -756,12 +849,14 @@ impl Planner<'_> {
             || s.having.is_some()
             || order_by.iter().any(|o| Self::has_aggregate(&o.expr));
         let mut groups = Vec::new();
+        let mut group_keys: Vec<String> = group_exprs.iter().map(|g| g.to_string()).collect();
         if grouped {
             for g in &group_exprs {
                 groups.push(self.bind(g, &scope)?.0);
             }
+            functionally_dependent(&rels, &scope, &mut groups, &mut group_keys);
             self.agg = Some(AggCtx {
-                group_keys: group_exprs.iter().map(|g| g.to_string()).collect(),
+                group_keys,
                 aggs: Vec::new(),
                 input: scope.clone(),
             });
@@ -769,6 +864,7 @@ impl Planner<'_> {
         let result = self.plan_select_outputs(&items, &scope, s, order_by, grouped);
         let agg = self.agg.take();
         let (mut exprs, columns, having, order_items) = result?;
+        implied_equalities(&mut preds);
         let (mut plan, chosen) = self.plan_joins(rels, preds, for_update);
         if let Some(ctx) = agg {
             plan = Plan::Aggregate {
