@@ -1,7 +1,10 @@
 //! Storage-node settings, from flags or environment variables.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use shmdb_rdma_transport::{RdmaDevice, TransportKind};
 
 /// How a storage node is run. Every field is a flag and an environment variable, so the same
 /// binary is configured the same way by `shmdb up`, a StatefulSet or a test.
@@ -31,6 +34,15 @@ pub struct NodeConfig {
     /// Most log entries sent to a follower in one replication request.
     #[arg(long, env = "SHMDB_REPLICATION_BATCH", default_value_t = 1024)]
     pub replication_batch: usize,
+    /// Data-path transport offered to clients: `auto` serves RDMA when the machine has an
+    /// RDMA device (and TCP otherwise), `tcp` only gRPC, `rdma` refuses to start without a
+    /// device. gRPC is always served (replication, admin, and TCP clients).
+    #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
+    pub transport: TransportKind,
+    /// An RDMA device to serve on instead of discovering one (tests pass an in-memory
+    /// fabric); not a flag.
+    #[arg(skip)]
+    pub rdma_device: Option<Arc<dyn RdmaDevice>>,
 }
 
 /// Parses a duration given in milliseconds.
@@ -59,6 +71,8 @@ impl NodeConfig {
             max_value_bytes: 1 << 20,
             replication_timeout: Duration::from_secs(5),
             replication_batch: 1024,
+            transport: TransportKind::Auto,
+            rdma_device: None,
         }
     }
 }

@@ -29,9 +29,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the storage node")?;
     println!(
-        "storage node {} listening on {}",
+        "storage node {} listening on {} (data path: {})",
         running.node.id(),
-        running.addr
+        running.addr,
+        running.transport
     );
     tokio::select! {
         result = running.wait() => result.map_err(|e| anyhow::anyhow!("server stopped: {e}")),

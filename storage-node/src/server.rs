@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shmdb_proto::storage::{admin_server, replication_server, storage_server};
+use shmdb_proto::storage::{self as pb, admin_server, replication_server, storage_server};
+use shmdb_rdma_transport::select::Selected;
+use shmdb_rdma_transport::verbs::QpConfig;
+use shmdb_rdma_transport::{
+    RdmaServer, RequestHandler, SelectError, TransportKind, TransportMetrics,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -24,6 +29,12 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The bound metrics address, if serving metrics.
     pub metrics_addr: Option<SocketAddr>,
+    /// The data-path transport chosen at start (`tcp` or `rdma`).
+    pub transport: &'static str,
+    /// The RDMA side of the node (refuses connections when the transport is `tcp`).
+    pub rdma: Arc<RdmaServer>,
+    /// The `shmdb_transport_*` metrics of this node.
+    pub transport_metrics: TransportMetrics,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
@@ -46,6 +57,60 @@ pub enum StartError {
     /// The metrics endpoint could not start.
     #[error("metrics endpoint: {0}")]
     Telemetry(String),
+    /// The requested transport cannot be used (`--transport rdma` without a device).
+    #[error(transparent)]
+    Transport(#[from] SelectError),
+    /// The RDMA server needs a tokio runtime.
+    #[error("rdma server: {0}")]
+    Runtime(#[from] tokio::runtime::TryCurrentError),
+}
+
+/// Serves requests that arrive over RDMA with the same node code (and the same latency
+/// metric) as the gRPC service.
+struct NodeHandler(Arc<Node>);
+
+#[async_trait::async_trait]
+impl RequestHandler for NodeHandler {
+    async fn batch(&self, req: pb::BatchRequest) -> pb::BatchResponse {
+        let started = std::time::Instant::now();
+        let response = self.0.batch(req).await;
+        self.0
+            .metrics
+            .request_seconds
+            .with_label_values(&["batch"])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn scan(&self, req: pb::ScanRequest) -> pb::ScanResponse {
+        let started = std::time::Instant::now();
+        let response = self.0.scan(req).await;
+        self.0
+            .metrics
+            .request_seconds
+            .with_label_values(&["scan"])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// Decides the data-path transport: a device handed in by the caller (tests) wins unless
+/// TCP was asked for; otherwise discovery decides (and logs) per `--transport`.
+fn choose_transport(config: &NodeConfig) -> Result<Selected, SelectError> {
+    match (&config.rdma_device, config.transport) {
+        (Some(device), TransportKind::Auto | TransportKind::Rdma) => {
+            tracing::info!(
+                node = config.node_id,
+                transport = "rdma",
+                "storage transport: rdma (device {}, provided)",
+                device.name()
+            );
+            Ok(Selected::Rdma {
+                device: device.clone(),
+            })
+        }
+        _ => shmdb_rdma_transport::select::select(config.transport),
+    }
 }
 
 /// Binds the node's sockets and starts serving.
@@ -62,10 +127,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         source,
     })?;
     let metrics_listen = config.metrics_listen;
+    let selected = choose_transport(&config)?;
+    let transport_metrics = TransportMetrics::register(metrics.registry.registry())?;
+    transport_metrics.set_in_use(selected.name());
+    let transport = selected.name();
+    let (device, why_not) = match selected {
+        Selected::Rdma { device } => (Some(device), String::new()),
+        Selected::Tcp { reason } => (None, reason),
+    };
     let node = Node::new(config, metrics.clone());
     let service = NodeService::new(node.clone());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let max = crate::MAX_MESSAGE_BYTES;
+    let rdma = RdmaServer::new(
+        device,
+        why_not,
+        Arc::new(NodeHandler(node.clone())),
+        QpConfig::default(),
+        max,
+        transport_metrics.clone(),
+    )?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -79,6 +160,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
+        .add_service(rdma.service())
         .add_service(
             admin_server::AdminServer::new(service)
                 .max_decoding_message_size(max)
@@ -103,11 +185,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         metrics_addr = Some(bound);
         background.push(handle);
     }
-    tracing::info!(node = node.id(), %addr, "storage node serving");
+    tracing::info!(node = node.id(), %addr, transport, "storage node serving");
     Ok(RunningNode {
         node,
         addr,
         metrics_addr,
+        transport,
+        rdma,
+        transport_metrics,
         stop: Some(stop_tx),
         server,
         background,
@@ -120,6 +205,7 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.rdma.shutdown();
         for task in &self.background {
             task.abort();
         }
@@ -128,6 +214,7 @@ impl RunningNode {
 
     /// Stops at once, as a crash would (in-flight requests are dropped).
     pub fn abort(self) {
+        self.rdma.abort();
         self.server.abort();
         for task in &self.background {
             task.abort();

@@ -16,3 +16,8 @@ pub mod storage {
 pub mod commit {
     tonic::include_proto!("shmdb.commit.v1");
 }
+
+/// RDMA connection setup: queue-pair endpoints exchanged over gRPC.
+pub mod rdma {
+    tonic::include_proto!("shmdb.rdma.v1");
+}

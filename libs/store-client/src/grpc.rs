@@ -263,6 +263,11 @@ fn classify(addr: &str, status: &tonic::Status) -> TransportError {
     use tonic::Code;
     match status.code() {
         Code::DeadlineExceeded => TransportError::Timeout(text),
+        // The node enforces the grpc-timeout we send and answers CANCELLED "Timeout expired"
+        // (tonic's TimeoutExpired) when it fires first: the same deadline as ours.
+        Code::Cancelled if status.message() == tonic::TimeoutExpired(()).to_string() => {
+            TransportError::Timeout(text)
+        }
         Code::Unimplemented
         | Code::InvalidArgument
         | Code::OutOfRange
@@ -308,6 +313,15 @@ mod tests {
         assert!(matches!(
             t(tonic::Status::unimplemented("no")),
             TransportError::Rejected(_)
+        ));
+        // What a node sends when our grpc-timeout expires on its side first.
+        assert!(matches!(
+            t(tonic::Status::cancelled("Timeout expired")),
+            TransportError::Timeout(_)
+        ));
+        assert!(matches!(
+            t(tonic::Status::cancelled("client went away")),
+            TransportError::Lost(_)
         ));
         let connect =
             tonic::Status::from_error(Box::new(tonic::ConnectError("connection refused".into())));

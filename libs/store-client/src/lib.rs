@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use grpc::{GrpcConfig, GrpcTransport};
 pub use op::{CondOutcome, Expect, Op, OpOutcome, Versioned};
 pub use scan::{Item, KeyRange, ScanPage};
-pub use transport::{Transport, TransportError};
+pub use transport::{Transport, TransportError, TransportKind, UnknownTransport};
 
 /// The wire types a [`Transport`] implementation speaks, re-exported so implementations (and
 /// test doubles) need not depend on the proto crate themselves.

@@ -67,3 +67,77 @@ pub trait Transport: Send + Sync + 'static {
     /// Fetches the node's current partition map (version 0 when it has none yet).
     async fn get_map(&self, addr: &str) -> Result<pb::PartitionMap, TransportError>;
 }
+
+/// Which transport a component uses for the storage data path, as chosen by
+/// `--transport auto|tcp|rdma`.
+///
+/// Lives here, next to [`Transport`], so every binary parses the flag the same way; the
+/// RDMA implementation and the device discovery that resolves `Auto` live in the
+/// `shmdb-rdma-transport` crate, which depends on this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportKind {
+    /// RDMA when the machine has an RDMA device (and the binary was built with RDMA
+    /// support), TCP otherwise; the choice is logged.
+    #[default]
+    Auto,
+    /// gRPC over TCP only.
+    Tcp,
+    /// RDMA only: starting without a usable RDMA device is an error, not a silent fallback.
+    Rdma,
+}
+
+impl TransportKind {
+    /// The flag spelling (`auto`, `tcp`, `rdma`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Auto => "auto",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Rdma => "rdma",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `--transport` value that is none of `auto`, `tcp`, `rdma`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?}: expected auto, tcp or rdma")]
+pub struct UnknownTransport(pub String);
+
+impl std::str::FromStr for TransportKind {
+    type Err = UnknownTransport;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(TransportKind::Auto),
+            "tcp" | "grpc" => Ok(TransportKind::Tcp),
+            "rdma" => Ok(TransportKind::Rdma),
+            _ => Err(UnknownTransport(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn transport_kinds_parse_from_their_flag_spelling_and_reject_others() {
+        for kind in [TransportKind::Auto, TransportKind::Tcp, TransportKind::Rdma] {
+            assert_eq!(kind.as_str().parse::<TransportKind>(), Ok(kind));
+            assert_eq!(kind.to_string().parse::<TransportKind>(), Ok(kind));
+        }
+        assert_eq!(" RDMA ".parse::<TransportKind>(), Ok(TransportKind::Rdma));
+        assert_eq!("grpc".parse::<TransportKind>(), Ok(TransportKind::Tcp));
+        let err = "infiniband".parse::<TransportKind>().err();
+        assert_eq!(err, Some(UnknownTransport("infiniband".into())));
+        assert!(
+            err.map(|e| e.to_string())
+                .is_some_and(|t| t.contains("auto, tcp or rdma"))
+        );
+    }
+}
