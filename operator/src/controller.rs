@@ -276,6 +276,15 @@ async fn apply(db: &SharedMemDatabase, ctx: &Context) -> Result<Action> {
             },
         );
     }
+    // Every replica reconciles, but only the one holding this database's placement Lease
+    // applies objects and writes status: a follower has no partition-map view (its status
+    // would say "not Ready" while the leader's says Ready) and no drain progress (it would
+    // re-grow a StatefulSet the leader is shrinking). Its placement task above competes for
+    // the Lease; look again soon in case it wins.
+    if placement_seen.as_ref().is_some_and(|seen| !seen.leader) {
+        debug!(database = %names.database, "not the placement leader; leaving objects and status to it");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     ctx.metrics
         .storage_target
         .with_label_values(&[&format!("{ns}/{}", names.database)])

@@ -35,8 +35,12 @@ impl Error {
 }
 
 /// Whether an API error is "not found" (deleting what is gone is success).
+///
+/// The code counts too: an API group the server does not serve (discovery of
+/// `monitoring.coreos.com/v1` without the Prometheus Operator) answers a plain-text
+/// `404 page not found`, which kube turns into a Status without the NotFound reason.
 pub fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.is_not_found())
+    matches!(error, kube::Error::Api(status) if status.is_not_found() || status.code == 404)
 }
 
 /// Whether an API error is an optimistic-concurrency conflict (409).
@@ -46,3 +50,24 @@ pub fn is_conflict(error: &kube::Error) -> bool {
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn an_unserved_api_group_is_not_found() {
+        assert!(is_not_found(&status(404, "Failed to parse error data")));
+        assert!(is_not_found(&status(404, "NotFound")));
+        assert!(!is_not_found(&status(403, "Forbidden")));
+        assert!(!is_not_found(&status(500, "InternalError")));
+    }
+}
