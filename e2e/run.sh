@@ -30,6 +30,13 @@ finish() {
 }
 trap finish EXIT
 
+if ! command -v etcd >/dev/null && [[ -z "${SHMDB_E2E_ETCD:-}" ]]; then
+  log "installing Debian's etcd-server"
+  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
+fi
+for tool in go openssl curl; do
+  command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
+done
 "$here/harness/build.sh"
 log "building the operator and storage-node binaries"
 (cd "$repo" && cargo build -j2 -p shmdb-operator --bin operator \
@@ -53,23 +60,27 @@ KUBECONFIG="$operator_kubeconfig" "$kubectl" config set-credentials operator --t
 KUBECONFIG="$operator_kubeconfig" "$kubectl" config set-context e2e --cluster=e2e --user=operator >/dev/null
 KUBECONFIG="$operator_kubeconfig" "$kubectl" config use-context e2e >/dev/null
 
-# Two replicas, each restarted when it dies (as a Deployment would); a test kills the one
-# holding a placement Lease through its pid file.
+# Two replicas, each replaced when it dies by a new one with a new identity, as a
+# Deployment replaces a lost pod with a new pod name; a test kills the replica holding a
+# placement Lease through its pid file.
 mkdir -p "$state/operators"
-for identity in shmdb-operator-0 shmdb-operator-1; do
+for replica in a b; do
   (
+    generation=0
     while [[ ! -e "$state/stopping" ]]; do
+      identity="shmdb-operator-$replica$generation"
       KUBECONFIG="$operator_kubeconfig" POD_NAME="$identity" \
         SHMDB_OPERATOR_METRICS_LISTEN=127.0.0.1:0 SHMDB_LOG_FORMAT=json \
         RUST_LOG="${RUST_LOG:-info}" \
         "$target/debug/operator" >>"$state/logs/$identity.log" 2>&1 &
       echo $! >"$state/operators/$identity.pid"
       wait $! || true
-      echo "restarting $identity" >>"$state/logs/$identity.log"
+      rm -f "$state/operators/$identity.pid"
+      generation=$((generation + 1))
       sleep 1
     done
   ) &
-  echo "$! $identity-supervisor" >>"$state/pids"
+  echo "$! operator-$replica-supervisor" >>"$state/pids"
 done
 
 log "running the e2e tests"
@@ -77,5 +88,5 @@ tests_started=$(date +%s)
 SHMDB_E2E=1 SHMDB_E2E_KUBECTL="$kubectl" SHMDB_E2E_DATA_PLANE=host \
   SHMDB_E2E_OPERATOR_PIDS="$state/operators" SHMDB_E2E_LOGS="$state/logs" \
   SHMDB_E2E_BIN_DIR="$target/debug" \
-  bash -c "cd '$repo' && cargo test -j2 -p shmdb-e2e -- --test-threads=4 $*"
+  bash -c "cd '$repo' && cargo test -j2 --no-fail-fast -p shmdb-e2e -- --test-threads=4 $*"
 log "tests took $(($(date +%s) - tests_started))s"

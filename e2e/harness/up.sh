@@ -120,12 +120,25 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --authorization-kubeconfig "$kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$((SHMDB_E2E_API_PORT + 2))" \
   --leader-elect=false --profiling=false
-start kwok "$KWOK_BIN/kwok" --kubeconfig "$kubeconfig" \
+# kwok's own stage definitions (from its module source): nodes turn Ready and keep a
+# heartbeat Lease, pods go Running/Ready at once and finish deletion.
+stages="$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+  pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+  echo "---"
+  cat "$stages/$f"
+done >"$state/kwok-stages.yaml"
+# Node Leases keep the simulated nodes Ready (without them the node controller marks them
+# NotReady after its grace period). The apiserver cannot serve watch-list streams on etcd
+# 3.4 (no RequestWatchProgress), so kwok's client-go is told not to ask for them.
+start kwok env KUBE_FEATURE_WatchListClient=false "$KWOK_BIN/kwok" --kubeconfig "$kubeconfig" \
+  --config "$state/kwok-stages.yaml" --node-lease-duration-seconds 40 \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip 127.0.0.1 --cidr 10.244.0.1/16 --server-address 127.0.0.1:0
 
 wait_for "the default ServiceAccount" 60 "$K8S_BIN/kubectl" get serviceaccount default
 for i in $(seq 0 $((SHMDB_E2E_NODES - 1))); do
+  echo "---"
   sed "s/NAME/kwok-node-$i/" "$here/../manifests/node.yaml"
 done | "$K8S_BIN/kubectl" apply -f - >/dev/null
 wait_for "$SHMDB_E2E_NODES Ready nodes" 60 bash -c \
