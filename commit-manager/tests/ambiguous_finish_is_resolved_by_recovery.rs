@@ -36,6 +36,7 @@ async fn ambiguous_finishes_are_resolved_by_recovery() -> anyhow::Result<()> {
         status: LogStatus::Committed,
         time_micros: now_micros(),
         keys: Vec::new(),
+        spill: 0,
     };
     store
         .client

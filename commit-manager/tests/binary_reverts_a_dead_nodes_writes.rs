@@ -40,6 +40,7 @@ async fn binary_reverts_a_dead_nodes_writes() -> anyhow::Result<()> {
         status: LogStatus::Running,
         time_micros: now_micros(),
         keys: vec![row.clone()],
+        spill: 0,
     };
     store
         .client

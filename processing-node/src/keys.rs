@@ -187,6 +187,27 @@ pub fn decode_txlog_key(key: &[u8]) -> Result<(ProcessingNodeId, u64), DecodeErr
     Ok((u64::from_be_bytes(node), u64::from_be_bytes(tid)))
 }
 
+/// The key of spilled chunk `index` of the write set of `tid` (see `txn::log`): the entry's
+/// key with the index appended, so the chunks sort right after their entry.
+pub fn txlog_spill_key(node: ProcessingNodeId, tid: u64, index: u32) -> Vec<u8> {
+    let mut key = txlog_key(node, tid);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The processing node and tid of a `TXLOG` key, entry or spilled chunk alike (the sweep
+/// removes both).
+pub fn decode_txlog_owner(key: &[u8]) -> Result<(ProcessingNodeId, u64), DecodeError> {
+    match key.len() {
+        16 => decode_txlog_key(key),
+        20 => decode_txlog_key(&key[..16]),
+        len => Err(DecodeError::Truncated {
+            what: "txlog key",
+            offset: len.min(16),
+        }),
+    }
+}
+
 /// Every log entry of `node`, oldest tid first.
 pub fn txlog_node_range(node: ProcessingNodeId) -> ScanRange {
     prefix_range(node.to_be_bytes().to_vec())

@@ -56,6 +56,7 @@ async fn log(store: &StoreClient, tid: u64, status: LogStatus, ids: &[i64]) -> a
         status,
         time_micros: now_micros(),
         keys: ids.iter().map(|id| row_key(*id)).collect(),
+        spill: 0,
     };
     store
         .put(
@@ -197,6 +198,131 @@ async fn recovery_run_twice_concurrently_and_again_is_harmless() -> anyhow::Resu
     assert_eq!(tx.get(&t, &[int(1)]).await?, Some(vec![int(1), int(100)]));
     assert_eq!(tx.get(&t, &[int(3)]).await?, None);
     tx.commit().await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A write set too large for one log record (a bulk load) is spilled over several; a
+/// transaction with one commits normally, and recovery of a dead node's finds and reverts
+/// versions whose keys are only in a spilled chunk. The sweep removes the chunks with the
+/// entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_write_sets_spill_over_several_log_records() -> anyhow::Result<()> {
+    use shmdb_processing_node::txn::gc::sweep_log;
+    use shmdb_processing_node::txn::log::{read_write_set, write_spill};
+
+    let cluster = Cluster::start(1, 1).await?;
+    let store = cluster.store.clone();
+    let engine = cluster.engine(1)?;
+    // 6,000 rows keyed by 100-character names: about 700 KB of keys, more than one record
+    // takes.
+    const ROWS: i64 = 6_000;
+    let t = shmdb_processing_node::txn::TableDef {
+        id: 21,
+        columns: 2,
+        primary_key: vec![0],
+        indexes: Vec::new(),
+    };
+    let name = |id: i64| format!("{id:0>100}");
+    let key = |id: i64| {
+        (
+            tables::ROWS,
+            Bytes::from(keys::row_key(t.id, &[text(&name(id))])),
+        )
+    };
+    let mut bulk = engine.begin().await?;
+    for id in 0..ROWS {
+        bulk.insert(&t, vec![text(&name(id)), int(1)]).await?;
+    }
+    let bulk_tid = bulk.tid();
+    bulk.commit().await?;
+    let head = store
+        .get(tables::TXLOG, Bytes::from(keys::txlog_key(1, bulk_tid)))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no log entry for the bulk insert"))?;
+    let head = LogEntry::decode(&head.value)?;
+    assert_eq!(head.status, LogStatus::Committed);
+    assert!(head.spill > 0, "the write set was not spilled");
+    assert_eq!(
+        read_write_set(&store, 1, bulk_tid, &head, false)
+            .await?
+            .len(),
+        ROWS as usize
+    );
+
+    // A dead node's transaction over the same many keys: logged (spilled), and one version
+    // applied to the last row, whose key lies in the last chunk only.
+    let mut cfg = CommitClientConfig::new([cluster.manager.addr.to_string()], DEAD);
+    cfg.heartbeat_interval = Some(Duration::from_millis(200));
+    let dead = CommitClient::new(cfg)?;
+    let tid = dead.start().await?.tid;
+    let write_set: Vec<(u64, Bytes)> = (0..ROWS).map(key).collect();
+    let (entry, chunks) = LogEntry::split(LogStatus::Running, &write_set);
+    assert!(!entry.keys.contains(&key(ROWS - 1)));
+    write_spill(&store, DEAD, tid, &chunks).await?;
+    store
+        .put(
+            tables::TXLOG,
+            Bytes::from(keys::txlog_key(DEAD, tid)),
+            Bytes::from(entry.encode()),
+        )
+        .await?;
+    let (table, last) = key(ROWS - 1);
+    let found = store
+        .get(table, last.clone())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the last row is missing"))?;
+    let mut record = Record::decode(&found.value)?;
+    record.push(Version::live(
+        tid,
+        encode_row(&[text(&name(ROWS - 1)), int(99)]),
+    ))?;
+    store
+        .put_if(
+            table,
+            last.clone(),
+            Bytes::from(record.encode()),
+            Expect::Stamp(found.stamp),
+        )
+        .await?;
+    let recovery = LogRecovery::new(store.clone());
+    assert!(!recovery.recover_tid(DEAD, tid).await?);
+    let record = store
+        .get(table, last)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the last row is missing"))?;
+    let tids: Vec<u64> = Record::decode(&record.value)?
+        .versions()
+        .iter()
+        .map(|v| v.tid)
+        .collect();
+    assert_eq!(
+        tids,
+        vec![bulk_tid],
+        "the version in a spilled chunk's key stayed"
+    );
+    assert_eq!(
+        log_status(&store, DEAD, tid).await?,
+        Some(LogStatus::Aborted)
+    );
+
+    // Entry and chunks below lav go together.
+    let records = |node| {
+        let store = store.clone();
+        async move {
+            let range = keys::txlog_node_range(node);
+            let range = shmdb_store_client::KeyRange {
+                start: Bytes::from(range.start),
+                end: range.end.map(Bytes::from),
+            };
+            anyhow::Ok(store.scan(tables::TXLOG, range, usize::MAX).await?.len())
+        }
+    };
+    assert!(records(1).await? > head.spill as usize, "the entry and its chunks");
+    assert!(records(DEAD).await? > 1);
+    sweep_log(&store, bulk_tid.max(tid) + 1).await?;
+    assert_eq!(records(1).await?, 0);
+    assert_eq!(records(DEAD).await?, 0);
     cluster.shutdown().await;
     Ok(())
 }

@@ -325,7 +325,10 @@ impl StoreClient {
                 }
             }
             let budget = self.attempt_budget(deadline);
-            let sends = groups.into_iter().map(|(addr, idxs)| {
+            let requests = groups.into_iter().flat_map(|(addr, idxs)| {
+                split_request(&states, idxs).map(move |part| (addr, part))
+            });
+            let sends = requests.map(|(addr, idxs)| {
                 let req = pb::BatchRequest {
                     map_version: map.version,
                     ops: idxs.iter().map(|&i| states[i].proto.clone()).collect(),
@@ -415,6 +418,36 @@ impl StoreClient {
 }
 
 /// One operation's progress through the retry loop.
+/// Most operations in one request to a node.
+const MAX_OPS_PER_REQUEST: usize = 1024;
+/// Most key and value bytes in one request to a node.
+const MAX_BYTES_PER_REQUEST: usize = 1 << 20;
+
+/// Cuts one node's share of a batch into requests of bounded size: a bulk commit (a COPY of
+/// 100,000 rows) must not become one message larger than a node accepts, nor one request
+/// whose replication outlasts the request timeout. The parts go out concurrently, so the
+/// node still pipelines them.
+fn split_request(states: &[OpState], idxs: Vec<usize>) -> impl Iterator<Item = Vec<usize>> {
+    let mut parts = vec![Vec::new()];
+    let mut bytes = 0;
+    for i in idxs {
+        let size = states[i].op.key().len() + states[i].op.value_len() + 16;
+        let full = parts.last().is_some_and(|p| {
+            !p.is_empty()
+                && (p.len() >= MAX_OPS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST)
+        });
+        if full {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(part) = parts.last_mut() {
+            part.push(i);
+        }
+    }
+    parts.into_iter().filter(|p| !p.is_empty())
+}
+
 struct OpState {
     op: Op,
     proto: pb::Op,

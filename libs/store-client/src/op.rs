@@ -213,6 +213,14 @@ impl Op {
         }
     }
 
+    /// Bytes of value the operation carries (for sizing requests).
+    pub fn value_len(&self) -> usize {
+        match self {
+            Op::PutIf { value, .. } | Op::Put { value, .. } => value.len(),
+            _ => 0,
+        }
+    }
+
     /// The key the operation addresses within its table.
     pub fn key(&self) -> &Bytes {
         match self {

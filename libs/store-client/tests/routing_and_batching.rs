@@ -92,6 +92,52 @@ async fn a_batch_is_split_per_node_and_outcomes_keep_input_order() {
 }
 
 #[tokio::test]
+async fn a_large_batch_goes_out_in_bounded_requests_with_every_outcome_in_order() {
+    let cluster = FakeCluster::new(&two_ranges(1, b"m"));
+    let client = cluster.client_with_map(&two_ranges(1, b"m"));
+    // 3,000 small puts to one node (split by count), then 3 values of 400 KiB (by bytes).
+    let mut ops: Vec<Op> = (0..3000)
+        .map(|i| Op::put_if(1, format!("a{i:05}"), "v", Expect::Absent))
+        .collect();
+    let big = Bytes::from(vec![7u8; 400 << 10]);
+    ops.extend((0..3).map(|i| Op::put(1, format!("b{i}"), big.clone())));
+    let out = client.batch(ops).await.expect("batch");
+    assert_eq!(out.len(), 3003);
+    assert!(
+        out[..3000]
+            .iter()
+            .all(|o| matches!(o, OpOutcome::Cond(CondOutcome::Written { .. })))
+    );
+    assert!(
+        out[3000..]
+            .iter()
+            .all(|o| matches!(o, OpOutcome::Written { .. }))
+    );
+    assert_eq!(
+        cluster.value(1, b"a02999").map(|(v, _)| v),
+        Some(Bytes::from("v"))
+    );
+    let sizes: Vec<usize> = cluster
+        .data_calls()
+        .iter()
+        .map(|c| match c {
+            Call::Batch { keys, .. } => keys.len(),
+            _ => 0,
+        })
+        .collect();
+    assert!(
+        sizes.iter().all(|n| *n <= 1024),
+        "a request carried more than 1024 operations: {sizes:?}"
+    );
+    // By count: 1024 + 1024 + 952 puts; by bytes: two 400 KiB values fit with the last 952
+    // under 1 MiB, the third needs a request of its own.
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 954, 1024, 1024], "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 3003);
+}
+
+#[tokio::test]
 async fn conditional_operations_report_conflicts_as_outcomes() {
     let cluster = FakeCluster::new(&two_ranges(1, b"m"));
     let client = cluster.client().await;

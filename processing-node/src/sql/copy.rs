@@ -81,13 +81,67 @@ fn csv_fields(line: &str, delimiter: char) -> Vec<Option<String>> {
     out
 }
 
+/// PostgreSQL accepts `ON`/`OFF` (and `1`/`0`) for boolean COPY options (pgbench sends
+/// `WITH (FREEZE ON)`); the parser takes only `TRUE`/`FALSE`. Rewrites such values inside
+/// the parenthesized option list and nothing else, so a table or column named `on` is left
+/// alone.
+pub(crate) fn boolean_options_as_literals(statement: &str) -> String {
+    let lower = statement.to_ascii_lowercase();
+    let Some(open) = lower
+        .rfind('(')
+        .filter(|&i| lower[..i].trim_end().ends_with("with"))
+    else {
+        return statement.to_string();
+    };
+    let Some(close) = lower[open..].find(')').map(|i| open + i) else {
+        return statement.to_string();
+    };
+    // Split on commas outside quotes, keeping every piece's text as it was.
+    let segment = &statement[open + 1..close];
+    let mut pieces = Vec::new();
+    let (mut start, mut quote) = (0, None);
+    for (i, c) in segment.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ',') => {
+                pieces.push(&segment[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&segment[start..]);
+    let options: Vec<String> = pieces
+        .into_iter()
+        .map(
+            |option| match option.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [name, value] if name.chars().all(|c| c.is_ascii_alphabetic() || c == '_') => {
+                    match value.to_ascii_lowercase().as_str() {
+                        "on" | "1" => format!(" {name} true"),
+                        "off" | "0" => format!(" {name} false"),
+                        _ => option.to_string(),
+                    }
+                }
+                _ => option.to_string(),
+            },
+        )
+        .collect();
+    format!(
+        "{}({}){}",
+        &statement[..open],
+        options.join(","),
+        &statement[close + 1..]
+    )
+}
+
 impl Session {
     /// Parses the COPY statement and inserts the data in the session's transaction.
     pub(crate) async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64, SqlError> {
         if self.status == TxStatus::Failed {
             return Err(SqlError::in_failed_transaction());
         }
-        let stmts = crate::sql::parse::parse(statement)?;
+        let stmts = crate::sql::parse::parse(&boolean_options_as_literals(statement))?;
         let Some(Statement::Copy {
             source,
             to: false,
@@ -245,5 +299,27 @@ impl Session {
         };
         let (n, _) = ex.insert(&plan, &engine.engine, &engine.catalog).await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boolean_options_as_literals as fix;
+
+    #[test]
+    fn on_and_off_become_boolean_literals_only_inside_the_options() {
+        assert_eq!(
+            fix("copy on from stdin with (freeze on)"),
+            "copy on from stdin with ( freeze true)"
+        );
+        assert_eq!(
+            fix("COPY t FROM STDIN WITH (FORMAT csv, HEADER OFF, DELIMITER ',')"),
+            "COPY t FROM STDIN WITH (FORMAT csv, HEADER false, DELIMITER ',')"
+        );
+        assert_eq!(fix("COPY t FROM STDIN"), "COPY t FROM STDIN");
+        assert_eq!(
+            fix("COPY t (a, b) FROM STDIN WITH (NULL 'on')"),
+            "COPY t (a, b) FROM STDIN WITH (NULL 'on')"
+        );
     }
 }

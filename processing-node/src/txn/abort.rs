@@ -13,7 +13,7 @@ use crate::record::Record;
 use crate::txn::commit::log_key;
 use crate::txn::engine::Engine;
 use crate::txn::error::TxnError;
-use crate::txn::log::{LogEntry, LogStatus, now_micros};
+use crate::txn::log::{LogEntry, LogStatus};
 use crate::txn::transaction::{State, StoreKey, Transaction};
 
 /// Attempts at a failed commit's cleanup before giving up (~2 minutes with the backoff).
@@ -85,24 +85,17 @@ impl Cleanup {
     async fn run(&self) -> Result<(), TxnError> {
         let store = &self.engine.store;
         let key = log_key(self.engine.config.node_id, self.tid);
+        // The entry as commit wrote it (the split is deterministic; its chunks are stored).
+        let (entry, _) = LogEntry::split(LogStatus::Running, &self.write_set);
         if self.relog {
-            let running = LogEntry {
-                status: LogStatus::Running,
-                time_micros: now_micros(),
-                keys: self.write_set.clone(),
-            };
             store
-                .put(tables::TXLOG, key.clone(), Bytes::from(running.encode()))
+                .put(tables::TXLOG, key.clone(), Bytes::from(entry.encode()))
                 .await?;
         }
         for key in &self.applied {
             remove_version(store, key, self.tid).await?;
         }
-        let flag = LogEntry {
-            status: LogStatus::Aborted,
-            time_micros: now_micros(),
-            keys: self.write_set.clone(),
-        };
+        let flag = entry.with_status(LogStatus::Aborted);
         store
             .put(tables::TXLOG, key, Bytes::from(flag.encode()))
             .await?;

@@ -11,7 +11,7 @@ use crate::keys;
 use crate::record::Version;
 use crate::txn::buffer::{BufferEntry, unit_counter_key, with_tid};
 use crate::txn::error::TxnError;
-use crate::txn::log::{LogEntry, LogStatus, now_micros};
+use crate::txn::log::{LogEntry, LogStatus, write_spill};
 use crate::txn::transaction::{Pending, State, StoreKey, Transaction};
 
 impl Transaction {
@@ -26,11 +26,9 @@ impl Transaction {
         let log_key = Bytes::from(keys::txlog_key(self.engine.config.node_id, self.tid));
         let write_set: Vec<StoreKey> = self.writes.keys().cloned().collect();
         // 1. The write set goes to the log before any record is touched.
-        let entry = LogEntry {
-            status: LogStatus::Running,
-            time_micros: now_micros(),
-            keys: write_set.clone(),
-        };
+        let node = self.engine.config.node_id;
+        let (entry, spill) = LogEntry::split(LogStatus::Running, &write_set);
+        write_spill(&self.engine.store, node, self.tid, &spill).await?;
         // Conditional: an entry already there is recovery's abort flag (the manager took
         // this node for dead before it logged anything).
         let log_stamp = match self
@@ -135,11 +133,7 @@ impl Transaction {
             units.dedup();
             ops.extend(units.into_iter().map(|u| Op::increment(tables::KV, u, 1)));
         }
-        let flag = LogEntry {
-            status: LogStatus::Committed,
-            time_micros: now_micros(),
-            keys: write_set.clone(),
-        };
+        let flag = entry.with_status(LogStatus::Committed);
         // Conditional on the entry of step 1: if recovery took this node for dead meanwhile,
         // it rewrote the entry (abort flag) and reverted the versions, and the flag must not
         // bring the transaction back to life.

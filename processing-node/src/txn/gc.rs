@@ -167,7 +167,7 @@ pub async fn sweep_log(store: &StoreClient, lav: u64) -> Result<SweepStats, TxnE
         let page = store.scan_page(tables::TXLOG, &range, PAGE).await?;
         for item in page.items {
             stats.visited += 1;
-            let Ok((_, tid)) = keys::decode_txlog_key(&item.key) else {
+            let Ok((_, tid)) = keys::decode_txlog_owner(&item.key) else {
                 continue; // not a log entry of ours: leave it
             };
             if tid < lav

@@ -21,7 +21,7 @@ use tracing::info;
 use crate::keys;
 use crate::txn::abort::remove_version;
 use crate::txn::error::TxnError;
-use crate::txn::log::{LogEntry, LogStatus, now_micros};
+use crate::txn::log::{LogEntry, LogStatus, now_micros, read_write_set};
 use crate::txn::transaction::StoreKey;
 
 /// Log entries read per scan page when looking tids up across the whole log.
@@ -62,6 +62,7 @@ impl LogRecovery {
                         status: LogStatus::Running,
                         time_micros: now_micros(),
                         keys: Vec::new(),
+                        spill: 0,
                     },
                     Expect::Absent,
                 ),
@@ -72,16 +73,13 @@ impl LogRecovery {
                 // Claimed before (by an earlier run, or by the node's own abort): the
                 // versions may not all be gone yet if that run stopped halfway.
                 LogStatus::Aborted => {
-                    self.revert(tid, &entry.keys).await?;
+                    let write_set = read_write_set(&self.store, node, tid, &entry, true).await?;
+                    self.revert(tid, &write_set).await?;
                     return Ok(false);
                 }
                 LogStatus::Running => {}
             }
-            let flag = LogEntry {
-                status: LogStatus::Aborted,
-                time_micros: now_micros(),
-                keys: entry.keys,
-            };
+            let flag = entry.with_status(LogStatus::Aborted);
             match self
                 .store
                 .put_if(
@@ -93,7 +91,8 @@ impl LogRecovery {
                 .await
             {
                 Ok(CondOutcome::Written { .. }) => {
-                    self.revert(tid, &flag.keys).await?;
+                    let write_set = read_write_set(&self.store, node, tid, &flag, false).await?;
+                    self.revert(tid, &write_set).await?;
                     info!(node, tid, "recovered transaction: writes reverted");
                     return Ok(false);
                 }

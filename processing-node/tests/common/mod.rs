@@ -210,7 +210,8 @@ pub async fn log_status(
     }
 }
 
-/// Every log entry of a processing node: (tid, entry), oldest first.
+/// Every log entry of a processing node: (tid, entry), oldest first (spilled chunks of
+/// large write sets left out).
 pub async fn log_entries(store: &StoreClient, node: u64) -> anyhow::Result<Vec<(u64, LogEntry)>> {
     let range = keys::txlog_node_range(node);
     let range = KeyRange {
@@ -219,7 +220,9 @@ pub async fn log_entries(store: &StoreClient, node: u64) -> anyhow::Result<Vec<(
     };
     let mut out = Vec::new();
     for item in store.scan(tables::TXLOG, range, usize::MAX).await? {
-        let (_, tid) = keys::decode_txlog_key(&item.key)?;
+        let Ok((_, tid)) = keys::decode_txlog_key(&item.key) else {
+            continue; // a spilled chunk of a large write set, not an entry
+        };
         out.push((tid, LogEntry::decode(&item.value)?));
     }
     Ok(out)
