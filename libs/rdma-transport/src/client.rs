@@ -34,6 +34,10 @@ pub struct RdmaConfig {
     /// ping: RDMA tells a sender nothing about a dead peer until it sends, so without it a
     /// request to a crashed node would only ever time out instead of failing as lost.
     pub liveness_interval: Duration,
+    /// An idle connection pings this often, so the node can tell a live client from a dead
+    /// one (it closes connections silent for longer than its idle timeout) and a dead node
+    /// is noticed before the next request.
+    pub keepalive_interval: Duration,
     /// Largest message sent or accepted, as with gRPC.
     pub max_message: usize,
     /// Whether a node that serves no RDMA is reached over gRPC instead (`auto`), or is an
@@ -48,6 +52,7 @@ impl Default for RdmaConfig {
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             liveness_interval: Duration::from_millis(200),
+            keepalive_interval: Duration::from_secs(10),
             max_message: 64 << 20,
             fallback_to_tcp: true,
         }
@@ -262,6 +267,7 @@ impl RdmaTransport {
             Arc::downgrade(&conn),
             pending.clone(),
             self.config.liveness_interval,
+            self.config.keepalive_interval,
         ));
         tracing::debug!(addr, qp = remote.qp_num, device = %remote.device, "rdma connection up");
         Ok(Route::Rdma(Arc::new(ClientConn {
@@ -316,17 +322,26 @@ impl RdmaTransport {
     }
 }
 
-/// Pings while requests wait and nothing arrives, so a dead peer turns into a failed send.
-async fn liveness(conn: std::sync::Weak<Connection>, pending: Pending, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
+/// Pings while requests wait and nothing arrives, so a dead peer turns into a failed send,
+/// and every `keepalive` regardless, so the node sees this client is alive.
+async fn liveness(
+    conn: std::sync::Weak<Connection>,
+    pending: Pending,
+    interval: Duration,
+    keepalive: Duration,
+) {
+    let mut tick = tokio::time::interval(interval.min(keepalive));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(conn) = conn.upgrade() else { return };
         if conn.dead_reason().is_some() {
             return;
         }
-        if !pending.lock().is_empty() && conn.since_last_received() >= interval {
+        let waiting = !pending.lock().is_empty() && conn.since_last_received() >= interval;
+        if waiting || last_ping.elapsed() >= keepalive {
+            last_ping = tokio::time::Instant::now();
             let _ = conn.sender().send(Kind::Ping, 0, Vec::new());
         }
     }

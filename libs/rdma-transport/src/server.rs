@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -41,7 +42,13 @@ pub struct RdmaServer {
     runtime: tokio::runtime::Handle,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     next_id: AtomicU64,
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long a client connection may stay silent before the node closes it: clients ping
+/// every 10 s (`RdmaConfig::keepalive_interval`), and RDMA tells a receiver nothing when its
+/// peer dies, so without this a crashed client's queue pair would be held forever.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for RdmaServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,7 +70,28 @@ impl RdmaServer {
         max_message: usize,
         metrics: TransportMetrics,
     ) -> Result<Arc<RdmaServer>, tokio::runtime::TryCurrentError> {
-        Ok(Arc::new(RdmaServer {
+        Self::with_idle_timeout(
+            device,
+            why_not,
+            handler,
+            qp,
+            max_message,
+            metrics,
+            DEFAULT_IDLE_TIMEOUT,
+        )
+    }
+
+    /// Like [`RdmaServer::new`], closing client connections silent for `idle_timeout`.
+    pub fn with_idle_timeout(
+        device: Option<Arc<dyn RdmaDevice>>,
+        why_not: impl Into<String>,
+        handler: Arc<dyn RequestHandler>,
+        qp: QpConfig,
+        max_message: usize,
+        metrics: TransportMetrics,
+        idle_timeout: Duration,
+    ) -> Result<Arc<RdmaServer>, tokio::runtime::TryCurrentError> {
+        let server = Arc::new(RdmaServer {
             device,
             why_not: why_not.into(),
             handler,
@@ -73,7 +101,15 @@ impl RdmaServer {
             runtime: tokio::runtime::Handle::try_current()?,
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        }))
+            reaper: Mutex::new(None),
+        });
+        if server.device.is_some() {
+            let task = server
+                .runtime
+                .spawn(reap_idle(Arc::downgrade(&server), idle_timeout));
+            *server.reaper.lock() = Some(task);
+        }
+        Ok(server)
     }
 
     /// The gRPC service to add to the node's server.
@@ -97,6 +133,9 @@ impl RdmaServer {
 
     /// Closes every connection (orderly stop).
     pub fn shutdown(&self) {
+        if let Some(task) = self.reaper.lock().take() {
+            task.abort();
+        }
         let conns: Vec<_> = self.connections.lock().drain().map(|(_, c)| c).collect();
         for conn in conns {
             conn.close();
@@ -106,6 +145,9 @@ impl RdmaServer {
     /// Destroys every queue pair at once, as a crash would: clients notice at their next
     /// send.
     pub fn abort(&self) {
+        if let Some(task) = self.reaper.lock().take() {
+            task.abort();
+        }
         let conns: Vec<_> = self.connections.lock().drain().map(|(_, c)| c).collect();
         for conn in conns {
             conn.crash();
@@ -171,6 +213,29 @@ impl RdmaServer {
         self.connections.lock().insert(id, conn);
         tracing::debug!(client_qp = remote.qp_num, device = %remote.device, "rdma client connected");
         Ok(endpoint_to_proto(&local))
+    }
+}
+
+/// Closes client connections that have been silent for `idle_timeout`.
+async fn reap_idle(server: std::sync::Weak<RdmaServer>, idle_timeout: Duration) {
+    let mut tick = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let idle: Vec<_> = server
+            .connections
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.since_last_received() > idle_timeout)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        for (id, conn) in idle {
+            tracing::info!(idle = ?idle_timeout, "closing a silent rdma client connection");
+            server.connections.lock().remove(&id);
+            conn.close();
+        }
     }
 }
 
