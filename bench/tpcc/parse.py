@@ -28,7 +28,7 @@ def main():
     ap = argparse.ArgumentParser()
     for name in ["label", "run-log", "check", "duration"]:
         ap.add_argument(f"--{name}", required=True)
-    for name in ["cpu-seconds", "load-seconds"]:
+    for name in ["cpu-seconds", "load-seconds", "store-requests"]:
         ap.add_argument(f"--{name}", type=float, required=True)
     for name in ["warehouses", "threads"]:
         ap.add_argument(f"--{name}", type=int, required=True)
@@ -73,6 +73,7 @@ def main():
                 "abort_rate": err / (ok + err) if ok + err else None,
                 "cpu_seconds": a.cpu_seconds,
                 "cpu_ms_per_txn": 1000 * a.cpu_seconds / ok if ok else None,
+                "store_requests_per_txn": a.store_requests / (ok + err) if a.store_requests and ok + err else None,
                 "check": a.check,
                 "types": per_type,
             }

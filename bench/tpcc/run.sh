@@ -14,7 +14,8 @@
 # Environment (defaults in brackets): WAREHOUSES [4], THREADS [8], DURATION [120s],
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
 # BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [target/release/shmdb], PG_PORT [5442],
-# SHMDB_PG_PORT [5432].
+# SHMDB_PG_PORT [5432], PROFILE [unset; set: perf record of the server during each run,
+# with a flamegraph].
 #
 # Every run: `go-tpc tpcc prepare` (schema, load, and the driver's check of the loaded data),
 # `go-tpc tpcc run` (no think time, REPEATABLE READ, errors counted and retried by the next
@@ -34,15 +35,18 @@ SHMDB_BIN=${SHMDB_BIN:-$ROOT/target/release/shmdb}
 PG_PORT=${PG_PORT:-5442}
 SHMDB_PG_PORT=${SHMDB_PG_PORT:-5432}
 OUT=${OUT:-$HERE/results/$MODE-$(date -u +%Y%m%dT%H%M%SZ)}
+if [[ $MODE == check ]]; then WAREHOUSES=1 THREADS=4 DURATION=60s; fi
 GOTPC=$BENCH_CACHE/bin/go-tpc
 mkdir -p "$OUT" "$BENCH_CACHE/bin"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/bench.log" >&2; }
 
 ensure_gotpc() {
-  if [[ ! -x $GOTPC ]] || ! "$GOTPC" version 2>/dev/null | grep -q "${GOTPC_VERSION#v}"; then
+  # go-tpc does not print its version: a marker file next to it records what was installed.
+  if [[ ! -x $GOTPC ]] || [[ $(cat "$GOTPC.version" 2>/dev/null) != "$GOTPC_VERSION" ]]; then
     log "installing go-tpc $GOTPC_VERSION from the Go module proxy"
     GOBIN=$BENCH_CACHE/bin go install "github.com/pingcap/go-tpc/cmd/go-tpc@$GOTPC_VERSION"
+    echo "$GOTPC_VERSION" >"$GOTPC.version"
   fi
 }
 
@@ -72,6 +76,15 @@ wait_port() { # port seconds
 
 # CPU seconds (user + system, children reaped included) of a process tree.
 cpu_seconds() { python3 "$HERE/cpu.py" "$@"; }
+
+# perf script | inferno (from crates.io, installed into BENCH_CACHE on first use).
+flamegraph() { # perf.data out.svg
+  if [[ ! -x $BENCH_CACHE/bin/inferno-flamegraph ]]; then
+    cargo install --quiet --root "$BENCH_CACHE" inferno >/dev/null 2>&1 || return 1
+  fi
+  perf script -i "$1" 2>/dev/null | "$BENCH_CACHE/bin/inferno-collapse-perf" >"${1%.data}.folded"
+  "$BENCH_CACHE/bin/inferno-flamegraph" <"${1%.data}.folded" >"$2"
+}
 
 SERVER_PID=""
 PG_DATA=""
@@ -131,15 +144,29 @@ tpcc() { # label ports user server-pid [extra prepare flags]
   log "$label: run ($THREADS threads, $DURATION)"
   local cpu0 cpu1
   cpu0=$(cpu_seconds "$pid")
+  local rpc0 rpc1
+  rpc0=$(python3 "$HERE/rpcs.py" 9401 9402 9403)
+  local perf_pid=""
+  if [[ -n ${PROFILE:-} ]]; then
+    # cpu-clock: this machine has no hardware counters. Stops with the run.
+    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation 4 \
     --ignore-error --silence --interval 30s >"$OUT/$label.run.log" 2>&1 || true
   cpu1=$(cpu_seconds "$pid")
+  rpc1=$(python3 "$HERE/rpcs.py" 9401 9402 9403)
+  if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    flamegraph "$OUT/$label.perf.data" "$OUT/$label.flame.svg" || log "$label: no flamegraph"
+  fi
   log "$label: check"
   local check=pass
   "$GOTPC" "${common[@]}" check -T 1 >"$OUT/$label.check.log" 2>&1 || check=fail
   grep -qi "failed" "$OUT/$label.check.log" && check=fail
   python3 "$HERE/parse.py" --label "$label" --run-log "$OUT/$label.run.log" \
-    --cpu-seconds "$(python3 -c "print($cpu1 - $cpu0)")" --check "$check" --load-seconds "$load_s" \
+    --cpu-seconds "$(python3 -c "print($cpu1 - $cpu0)")" --check "$check" --load-seconds "$load_s" --store-requests $((rpc1 - rpc0)) \
     --warehouses "$WAREHOUSES" --threads "$THREADS" --duration "$DURATION" >>"$OUT/results.jsonl"
   log "$label: $(tail -1 "$OUT/results.jsonl")"
 }
@@ -171,7 +198,6 @@ case $MODE in
   pg) run_pg ;;
   shmdb) run_shmdb 1 1; run_shmdb 2 1 ;;
   check)
-    WAREHOUSES=1 THREADS=4 DURATION=60s
     run_shmdb 1 1
     grep -q '"check": "pass"' "$OUT/results.jsonl" || { log "TPC-C check FAILED"; exit 1; }
     grep -q '"new_order_count": 0,' "$OUT/results.jsonl" && { log "no NewOrder committed"; exit 1; }

@@ -18,13 +18,14 @@ def fmt(v, nd=1):
 
 def main():
     rs = list(rows(sys.argv[1:]))
-    print("| system | tpmC | tpmTotal | committed | errors (abort rate) | server CPU ms / txn | load s | check |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| system | tpmC | tpmTotal | committed | errors (abort rate) | server CPU ms / txn | store requests / txn | load s | check |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rs:
         rate = "-" if r["abort_rate"] is None else f"{100 * r['abort_rate']:.1f} %"
         print(
             f"| {r['label']} | {fmt(r['tpmC'])} | {fmt(r['tpmTotal'])} | {r['committed']:,} | "
-            f"{r['errors']:,} ({rate}) | {fmt(r['cpu_ms_per_txn'], 2)} | {r['load_seconds']:.0f} | {r['check']} |"
+            f"{r['errors']:,} ({rate}) | {fmt(r['cpu_ms_per_txn'], 2)} | {fmt(r.get('store_requests_per_txn'))} | "
+            f"{r['load_seconds']:.0f} | {r['check']} |"
         )
     print()
     print("| system | type | count | errors | p50 ms | p90 ms | p99 ms | max ms |")

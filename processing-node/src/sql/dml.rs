@@ -462,6 +462,7 @@ impl Exec<'_> {
         };
         let mut count = 0u64;
         let mut returned = Vec::new();
+        let mut rows: Vec<Row> = Vec::with_capacity(sources.len());
         for vals in sources {
             let mut row: Row = vec![Datum::Null; meta.columns.len()];
             let mut given = vec![false; meta.columns.len()];
@@ -482,6 +483,16 @@ impl Exec<'_> {
                 }
             }
             check_not_null(&meta, &row)?;
+            rows.push(row);
+        }
+        // Every insert reads its key first (is it taken?): one batched read for all the
+        // rows instead of a round trip per row. What it finds stays in the transaction's
+        // buffer, where the inserts below look.
+        if rows.len() > 1 {
+            let pks: Vec<Row> = rows.iter().map(|r| def.pk_of(r)).collect();
+            self.tx.get_many(&def, &pks).await.map_err(txn_error)?;
+        }
+        for row in rows {
             if p.do_nothing && self.conflicts(&meta, &row).await? {
                 continue;
             }
