@@ -175,3 +175,67 @@ async fn background_sweeper_reclaims_garbage_and_spares_live_snapshots() -> anyh
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A record compacted by the sweep after a transaction read it is not a write-write
+/// conflict: the transaction still commits its update (a bulk load that outlives a sweep
+/// round must not fail). A version it does not see, added after the compaction, still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_after_a_read_is_not_a_conflict_but_a_new_version_is() -> anyhow::Result<()> {
+    let (cluster, engines) = start(1).await?;
+    let store = cluster.store.clone();
+    let mut s = engines[0].session();
+    exec(&mut s, "CREATE TABLE t (id int PRIMARY KEY, tag int)").await?;
+    exec(&mut s, "INSERT INTO t VALUES (1, 0), (2, 0)").await?;
+    for round in 1..=UPDATES_PER_ROW {
+        exec(&mut s, &format!("UPDATE t SET tag = {round}")).await?;
+    }
+    let versions = || {
+        let store = store.clone();
+        async move { anyhow::Ok(footprint(&store).await?.1) }
+    };
+
+    // Compaction between the read and the commit.
+    let mut writer = engines[0].session();
+    exec(&mut writer, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    assert_eq!(
+        rows(&mut writer, "SELECT tag FROM t WHERE id = 1").await?,
+        vec![UPDATES_PER_ROW.to_string()]
+    );
+    let before = versions().await?;
+    let round = sweeper::sweep_once(&engines[0], None).await?;
+    assert!(
+        round.total.compacted > 0,
+        "nothing was compacted: {round:?}"
+    );
+    assert!(versions().await? < before);
+    exec(&mut writer, "UPDATE t SET tag = tag + 1 WHERE id = 1").await?;
+    exec(&mut writer, "COMMIT").await?;
+    assert_eq!(
+        rows(&mut s, "SELECT tag FROM t WHERE id = 1").await?,
+        vec![(UPDATES_PER_ROW + 1).to_string()]
+    );
+
+    // Compaction and then a concurrent update: first committer wins.
+    for round in 1..=3 {
+        exec(&mut s, &format!("UPDATE t SET tag = {round} WHERE id = 2")).await?;
+    }
+    exec(&mut writer, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    assert_eq!(
+        rows(&mut writer, "SELECT tag FROM t WHERE id = 2").await?,
+        vec!["3"]
+    );
+    let round = sweeper::sweep_once(&engines[0], None).await?;
+    assert!(
+        round.total.compacted > 0,
+        "nothing was compacted: {round:?}"
+    );
+    exec(&mut s, "UPDATE t SET tag = 100 WHERE id = 2").await?;
+    exec(&mut writer, "UPDATE t SET tag = tag + 1 WHERE id = 2").await?;
+    assert_eq!(err(&mut writer, "COMMIT").await?, "40001");
+    assert_eq!(
+        rows(&mut s, "SELECT tag FROM t WHERE id = 2").await?,
+        vec!["100"]
+    );
+    cluster.shutdown().await;
+    Ok(())
+}

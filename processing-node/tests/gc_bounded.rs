@@ -31,9 +31,10 @@ const ROWS: i64 = 100;
 /// the default suite short without changing what the store sees per row).
 const PER_TXN: u64 = 10;
 /// Concurrent updaters (over two engines); each owns the rows `id % UPDATERS == k`, so
-/// updaters never conflict with each other. The sweep's compaction of a record does make a
-/// concurrent update of it fail (its `put_if` meets a new stamp): such updates are retried,
-/// as any application retries a serialization failure, and counted.
+/// updaters never conflict with each other. The sweep's compaction of a record between an
+/// update's read and its commit changes the record's stamp but adds no version, so the
+/// commit writes again instead of failing; an update that still fails (the record kept
+/// changing) is retried, as any application retries a serialization failure, and counted.
 const UPDATERS: i64 = 10;
 /// Most versions a row may hold after the final sweep: the newest version at or below lav
 /// plus at most a handful above it.

@@ -8,7 +8,7 @@ use shmdb_placement::tables;
 use shmdb_store_client::{CondOutcome, Expect, Op, OpOutcome, StoreError};
 
 use crate::keys;
-use crate::record::Version;
+use crate::record::{Record, Version};
 use crate::txn::buffer::{BufferEntry, unit_counter_key, with_tid};
 use crate::txn::error::TxnError;
 use crate::txn::log::{LogEntry, LogStatus, write_spill};
@@ -84,11 +84,16 @@ impl Transaction {
         let mut applied: Vec<StoreKey> = Vec::new();
         let mut failure: Option<TxnError> = None;
         let mut stamps = Vec::with_capacity(results.len());
-        for (key, outcome) in write_set.iter().zip(results) {
+        let mut changed_since_read = Vec::new();
+        for (i, (key, outcome)) in write_set.iter().zip(results).enumerate() {
             match outcome {
                 OpOutcome::Cond(CondOutcome::Written { stamp }) => {
                     applied.push(key.clone());
                     stamps.push(stamp);
+                }
+                OpOutcome::Cond(CondOutcome::Conflict { .. }) => {
+                    changed_since_read.push(i);
+                    stamps.push(0);
                 }
                 OpOutcome::Cond(_) => {
                     failure.get_or_insert(TxnError::SerializationFailure);
@@ -109,6 +114,21 @@ impl Transaction {
                     stamps.push(0);
                 }
             }
+        }
+        if failure.is_none()
+            && !changed_since_read.is_empty()
+            && let Err(e) = self
+                .rewrite_changed(
+                    &write_set,
+                    changed_since_read,
+                    lav,
+                    &mut new_records,
+                    &mut stamps,
+                    &mut applied,
+                )
+                .await
+        {
+            failure = Some(e);
         }
         if let Some(error) = failure {
             if let Some(shared) = &self.engine.shared {
@@ -200,6 +220,95 @@ impl Transaction {
         self.engine.manager.commit(self.tid).await
     }
 }
+
+impl Transaction {
+    /// Step 2 again for records whose stamp changed since they were read. A changed stamp
+    /// is a write-write conflict only if the record now holds a version this transaction
+    /// does not see: garbage collection (the background sweep, or a writer's eager GC that
+    /// was then undone) rewrites records without adding one, and must not abort every
+    /// transaction that read a record before it was compacted — a long bulk load would
+    /// never commit. So each such record is read again, checked, and written with its new
+    /// stamp, a few times at most.
+    async fn rewrite_changed(
+        &self,
+        write_set: &[StoreKey],
+        mut pending: Vec<usize>,
+        lav: u64,
+        new_records: &mut [Record],
+        stamps: &mut [u64],
+        applied: &mut Vec<StoreKey>,
+    ) -> Result<(), TxnError> {
+        for _ in 0..REWRITE_ATTEMPTS {
+            let gets = pending
+                .iter()
+                .map(|&i| Op::get(write_set[i].0, write_set[i].1.clone()))
+                .collect();
+            let found = self.engine.store.batch(gets).await?;
+            let mut ops = Vec::with_capacity(pending.len());
+            for (&i, outcome) in pending.iter().zip(found) {
+                let (mut record, expect) = match outcome {
+                    OpOutcome::Value(Some(v)) => {
+                        (Record::decode(&v.value)?, Expect::Stamp(v.stamp))
+                    }
+                    OpOutcome::Value(None) => (Record::new(), Expect::Absent),
+                    OpOutcome::Failed(e) => return Err(TxnError::Store(e)),
+                    other => {
+                        return Err(TxnError::Corrupt(format!(
+                            "unexpected get outcome {other:?}"
+                        )));
+                    }
+                };
+                if record.write_conflict(self.tid, |t| self.sees(t)) {
+                    return Err(TxnError::SerializationFailure);
+                }
+                if let Some(Pending::Write(row)) = self.writes.get(&write_set[i]) {
+                    let version = match row {
+                        Some(row) => Version::live(self.tid, row.clone()),
+                        None => Version::tombstone(self.tid),
+                    };
+                    record.write(version, lav)?;
+                }
+                ops.push(Op::put_if(
+                    write_set[i].0,
+                    write_set[i].1.clone(),
+                    Bytes::from(record.encode()),
+                    expect,
+                ));
+                new_records[i] = record;
+            }
+            let mut again = Vec::new();
+            for (&i, outcome) in pending.iter().zip(self.engine.store.batch(ops).await?) {
+                match outcome {
+                    OpOutcome::Cond(CondOutcome::Written { stamp }) => {
+                        stamps[i] = stamp;
+                        applied.push(write_set[i].clone());
+                    }
+                    OpOutcome::Cond(CondOutcome::Conflict { .. }) => again.push(i),
+                    OpOutcome::Failed(e) => {
+                        if e.is_ambiguous() {
+                            applied.push(write_set[i].clone());
+                        }
+                        return Err(TxnError::Store(e));
+                    }
+                    other => {
+                        return Err(TxnError::Corrupt(format!(
+                            "unexpected put_if outcome {other:?}"
+                        )));
+                    }
+                }
+            }
+            if again.is_empty() {
+                return Ok(());
+            }
+            pending = again;
+        }
+        Err(TxnError::SerializationFailure)
+    }
+}
+
+/// Rounds of [`Transaction::rewrite_changed`] before a record that keeps changing counts as
+/// a conflict.
+const REWRITE_ATTEMPTS: usize = 4;
 
 /// Repeats a counter increment whose outcome was unknown until one is known to be applied.
 async fn bump_until_applied(
