@@ -14,7 +14,7 @@
 # Environment (defaults in brackets): WAREHOUSES [4], THREADS [8], DURATION [120s],
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
 # BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [target/release/shmdb], PG_PORT [5442],
-# SHMDB_PG_PORT [5432], PROFILE [unset; set: perf record of the server during each run,
+# SHMDB_PG_PORT [5432], WEIGHT [go-tpc's 45,43,4,4,4 mix; e.g. 100,0,0,0,0 for NewOrder only], PNS [1 2 3: processing-node counts of `scale`], PROFILE [unset; set: perf record of the server during each run,
 # with a flamegraph].
 #
 # Every run: `go-tpc tpcc prepare` (schema, load, and the driver's check of the loaded data),
@@ -152,7 +152,7 @@ tpcc() { # label ports user server-pid [extra prepare flags]
     perf record -e cpu-clock -F 499 -g -p "$pid" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation 4 \
+  "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation 4 ${WEIGHT:+--weight "$WEIGHT"} \
     --ignore-error --silence --interval 30s >"$OUT/$label.run.log" 2>&1 || true
   cpu1=$(cpu_seconds "$pid")
   rpc1=$(python3 "$HERE/rpcs.py" 9401 9402 9403)
@@ -194,7 +194,7 @@ log "mode $MODE, $WAREHOUSES warehouses, $THREADS threads, $DURATION, $(nproc) c
 ensure_gotpc
 case $MODE in
   compare) run_shmdb 1 1; run_shmdb 2 1; run_pg ;;
-  scale) for n in 1 2 3; do run_shmdb 1 "$n"; done ;;
+  scale) for n in ${PNS:-1 2 3}; do run_shmdb 1 "$n"; done ;;
   pg) run_pg ;;
   shmdb) run_shmdb 1 1; run_shmdb 2 1 ;;
   check)
