@@ -129,9 +129,11 @@ for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat
   cat "$stages/$f"
 done >"$state/kwok-stages.yaml"
 # Node Leases keep the simulated nodes Ready (without them the node controller marks them
-# NotReady after its grace period). The apiserver cannot serve watch-list streams on etcd
-# 3.4 (no RequestWatchProgress), so kwok's client-go is told not to ask for them.
-start kwok env KUBE_FEATURE_WatchListClient=false "$KWOK_BIN/kwok" --kubeconfig "$kubeconfig" \
+# NotReady after its grace period). kwok's informers ask for watch-list streams, which the
+# apiserver refuses on etcd 3.4 (no RequestWatchProgress; 3.4.31+/3.5.13+ have it): each
+# refusal makes them list again after a back-off, so kwok sees new pods seconds late. The
+# tests wait on conditions, so this costs time, not correctness.
+start kwok "$KWOK_BIN/kwok" --kubeconfig "$kubeconfig" \
   --config "$state/kwok-stages.yaml" --node-lease-duration-seconds 40 \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip 127.0.0.1 --cidr 10.244.0.1/16 --server-address 127.0.0.1:0

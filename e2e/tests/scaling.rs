@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
 use serde_json::json;
+use shmdb_operator::crd::SharedMemDatabase;
 use shmdb_operator::resources::{Names, Tier};
 
 use common::cluster::Cluster;
@@ -32,6 +33,39 @@ async fn processing_counts(cluster: &Cluster, ns: &str, name: &str) -> Result<(i
         .and_then(|s| s.processing.as_ref())
         .map_or(-1, |p| p.replicas);
     Ok((db.spec.processing.replicas, set_replicas, status))
+}
+
+/// Waits until the status, for the current generation, shows `n` processing nodes ready
+/// (the processing tier alone: storage health is not what these tests are about).
+async fn wait_processing_ready(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    n: i32,
+) -> Result<SharedMemDatabase> {
+    let api = database::api(cluster, ns);
+    wait::until(
+        &format!("{n} ready processing nodes"),
+        READY_TIMEOUT,
+        || {
+            let api = api.clone();
+            async move {
+                let db = api.get(name).await?;
+                let status = db.status.clone().unwrap_or_default();
+                let current = status.observed_generation == db.metadata.generation;
+                let ready = status.processing.as_ref().map_or(0, |p| p.ready_replicas);
+                Ok(if current && ready == n {
+                    Ok(db)
+                } else {
+                    Err(format!(
+                        "processing ready {ready}; {}",
+                        database::describe(&db)
+                    ))
+                })
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -61,16 +95,7 @@ async fn kubectl_scale_changes_processing_and_the_operator_keeps_the_count() -> 
             None,
         )
         .await?;
-    let db = database::wait_ready(&cluster, &ns.name, &name, READY_TIMEOUT).await?;
-    let ready = db
-        .status
-        .as_ref()
-        .and_then(|s| s.processing.as_ref())
-        .map_or(0, |p| p.ready_replicas);
-    ensure!(
-        ready == 3,
-        "Ready with {ready} ready processing nodes, want 3"
-    );
+    let db = wait_processing_ready(&cluster, &ns.name, &name, 3).await?;
     let counts = processing_counts(&cluster, &ns.name, &name).await?;
     ensure!(
         counts == (3, 3, 3),
@@ -95,7 +120,7 @@ async fn kubectl_scale_changes_processing_and_the_operator_keeps_the_count() -> 
             None,
         )
         .await?;
-    let db = database::wait_ready(&cluster, &ns.name, &name, READY_TIMEOUT).await?;
+    let db = wait_processing_ready(&cluster, &ns.name, &name, 3).await?;
     ensure!(
         db.metadata.generation.unwrap_or(0) > generation,
         "the patch did not create a new generation"
@@ -218,7 +243,7 @@ async fn the_hpa_drives_the_scale_subresource_within_its_bounds() -> Result<()> 
             None,
         )
         .await?;
-    database::wait_ready(&cluster, &ns.name, &name, READY_TIMEOUT).await?;
+    wait_processing_ready(&cluster, &ns.name, &name, 4).await?;
     let counts = processing_counts(&cluster, &ns.name, &name).await?;
     ensure!(
         counts == (4, 4, 4),

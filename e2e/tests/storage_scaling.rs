@@ -1,7 +1,7 @@
 //! The storage tier changes size through the placement manager: a new node is registered
 //! and ranges are rebalanced onto it; a node leaves only after it is drained (visible as
 //! `status.storage.draining`). Losing a storage node raises UnderReplicated until its pod
-//! is replaced and the copies are restored.
+//! is replaced and the copies are restored, with every row written before still readable.
 
 mod common;
 
@@ -16,9 +16,11 @@ use kube::Api;
 use serde_json::{Value, json};
 use shmdb_operator::crd::{CONDITION_UNDER_REPLICATED, SharedMemDatabase};
 use shmdb_operator::placement::ConfigMapMapStore;
-use shmdb_operator::resources::Names;
+use shmdb_operator::resources::{Names, storage_node_address};
 use shmdb_placement::PartitionMap;
+use shmdb_placement::tables::KV;
 use shmdb_placement_manager::MapStore;
+use shmdb_store_client::{StoreClient, StoreClientConfig};
 
 use common::cluster::Cluster;
 use common::data_plane::StorageFollower;
@@ -39,6 +41,31 @@ async fn partition_map(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Part
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .context("no partition map stored")
+}
+
+/// Rows written before a failure and read back after it.
+const ROWS: usize = 200;
+
+/// A store client seeded with the database's storage nodes (the addresses the partition
+/// map records), or `None` where the host cannot reach them (real pods).
+async fn store(ns: &str, name: &str, nodes: i32) -> Result<Option<StoreClient>> {
+    if !common::data_plane::host_mode() {
+        eprintln!("pods are real: the host cannot reach storage nodes; rows are not checked");
+        return Ok(None);
+    }
+    let names = Names {
+        database: name.to_string(),
+        namespace: ns.to_string(),
+    };
+    let seeds = (0..nodes).map(|o| storage_node_address(&names, o));
+    let client = StoreClient::connect(StoreClientConfig::with_seeds(seeds))
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the storage nodes: {e}"))?;
+    Ok(Some(client))
+}
+
+fn row(i: usize) -> (String, String) {
+    (format!("row-{i:04}"), format!("value of row {i}"))
 }
 
 /// Replicas per node id.
@@ -148,7 +175,10 @@ async fn storage_scale_out_rebalances_and_scale_in_drains_first() -> Result<()> 
             Ok(if done && !pod_left && saw.load(Ordering::Relaxed) {
                 Ok(())
             } else {
-                Err(format!("storage {storage:?}, pod 2 present {pod_left}"))
+                Err(format!(
+                    "storage {storage:?}, pod 2 present {pod_left}, draining [2] seen {}",
+                    saw.load(Ordering::Relaxed)
+                ))
             })
         }
     })
@@ -185,6 +215,16 @@ async fn lost_storage_node_raises_under_replicated_until_its_pod_is_replaced() -
     let out = database::apply(&cluster, &ns.name, &elastic_manifest(name, 2)?).await?;
     ensure!(out.ok, "kubectl apply failed: {}", out.stderr);
     database::wait_ready(&cluster, &ns.name, name, READY_TIMEOUT).await?;
+    let client = store(&ns.name, name, 2).await?;
+    if let Some(client) = &client {
+        for i in 0..ROWS {
+            let (key, value) = row(i);
+            client
+                .put(KV, key.into_bytes(), value.into_bytes())
+                .await
+                .map_err(|e| anyhow::anyhow!("writing row {i}: {e}"))?;
+        }
+    }
 
     ensure!(
         follower.crash(name, 1) || !common::data_plane::host_mode(),
@@ -272,6 +312,24 @@ async fn lost_storage_node_raises_under_replicated_until_its_pod_is_replaced() -
         "ranges after recovery: {:?}",
         map.ranges
     );
+    if let Some(client) = &client {
+        let mut lost = Vec::new();
+        for i in 0..ROWS {
+            let (key, value) = row(i);
+            let got = client
+                .get(KV, key.clone().into_bytes())
+                .await
+                .map_err(|e| anyhow::anyhow!("reading row {i}: {e}"))?;
+            if got.as_ref().map(|v| v.value.as_ref()) != Some(value.as_bytes()) {
+                lost.push(key);
+            }
+        }
+        ensure!(
+            lost.is_empty(),
+            "{} of {ROWS} rows lost: {lost:?}",
+            lost.len()
+        );
+    }
     follower.stop().await;
     ns.delete().await
 }
