@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use shmdb_processing_node::node::{self, NodeConfig};
 use shmdb_processing_node::pg::{AuthConfig, TlsConfig};
+use shmdb_store_client::TransportKind;
 
 /// shmdb processing node.
 #[derive(Debug, Parser)]
@@ -60,6 +61,10 @@ struct Cli {
     /// stale index entries, old transaction-log entries); 0 turns them off.
     #[arg(long, env = "SHMDB_GC_INTERVAL_SECS", default_value_t = node::DEFAULT_GC_INTERVAL.as_secs())]
     gc_interval_secs: u64,
+    /// Data path to the storage nodes: `auto` (RDMA when a device is present, else TCP),
+    /// `tcp`, or `rdma` (fails at start without a device).
+    #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
+    transport: TransportKind,
     /// Log format: human or json.
     #[arg(long, env = "SHMDB_LOG_FORMAT", default_value = "human")]
     log_format: String,
@@ -86,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: cli.metrics_listen,
         auth,
         tls,
+        transport: cli.transport,
         gc_interval: (cli.gc_interval_secs > 0)
             .then(|| std::time::Duration::from_secs(cli.gc_interval_secs)),
     })

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shmdb_commit_client::{CommitClient, CommitClientConfig};
-use shmdb_store_client::{StoreClient, StoreClientConfig};
+use shmdb_rdma_transport::{RdmaConfig, TransportMetrics, client_transport};
+use shmdb_store_client::{GrpcConfig, StoreClient, StoreClientConfig, TransportKind};
 use shmdb_telemetry::{Health, MetricsRegistry};
 use tokio::task::JoinHandle;
 
@@ -38,6 +39,8 @@ pub struct NodeConfig {
     /// How often the background garbage collector sweeps rows, index entries and the
     /// transaction log (`None`: never — only for tests that run sweeps themselves).
     pub gc_interval: Option<Duration>,
+    /// The data path to the storage nodes: RDMA where the pod has a device (`Auto`), or TCP.
+    pub transport: TransportKind,
 }
 
 /// The default sweep interval: rarely written rows keep old versions at most this long
@@ -101,7 +104,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
         None => (None, None),
     };
-    let store = StoreClient::connect(StoreClientConfig::with_seeds(config.store_seeds.clone()))
+    let store_config = StoreClientConfig::with_seeds(config.store_seeds.clone());
+    let transport_metrics = TransportMetrics::register(registry.registry())
+        .map_err(|e| NodeError::Store(format!("transport metrics: {e}")))?;
+    let (transport, selected) = client_transport(
+        config.transport,
+        GrpcConfig {
+            connect_timeout: store_config.connect_timeout,
+            request_timeout: store_config.request_timeout,
+            ..GrpcConfig::default()
+        },
+        RdmaConfig {
+            connect_timeout: store_config.connect_timeout,
+            request_timeout: store_config.request_timeout,
+            ..RdmaConfig::default()
+        },
+        transport_metrics,
+    )
+    .map_err(|e| NodeError::Store(format!("--transport: {e}")))?;
+    tracing::info!(transport = selected.name(), "storage data path");
+    let store = StoreClient::with_transport(store_config, transport)
         .await
         .map_err(|e| NodeError::Store(e.to_string()))?;
     let commit = CommitClient::new(CommitClientConfig::new(

@@ -390,6 +390,7 @@ fn node_config(
         auth: auth.clone(),
         tls: tls.clone(),
         gc_interval: Some(shmdb_processing_node::node::DEFAULT_GC_INTERVAL),
+        transport: shmdb_store_client::TransportKind::Tcp,
     }
 }
 
