@@ -19,7 +19,7 @@ use shmdb_commit_manager::{ManagerConfig, RunningManager};
 use shmdb_processing_node::node::{NodeConfig, RunningNode};
 use shmdb_processing_node::pg::{AuthConfig, TlsConfig};
 use shmdb_processing_node::txn::recover::LogRecovery;
-use shmdb_store_client::{StoreClient, StoreClientConfig};
+use shmdb_store_client::{StoreClient, StoreClientConfig, TransportKind};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -56,6 +56,10 @@ pub struct SqlOptions {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The processing nodes' data path to the storage nodes: `auto` (RDMA when a device is
+    /// present, else TCP), `tcp` or `rdma`.
+    #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
+    pub transport: TransportKind,
 }
 
 impl SqlOptions {
@@ -69,6 +73,7 @@ impl SqlOptions {
             users: String::new(),
             tls_cert: None,
             tls_key: None,
+            transport: TransportKind::Tcp,
         }
     }
 }
@@ -247,6 +252,8 @@ async fn spawn_processing_node(
         .arg(config.commit_managers.join(","))
         .arg("--gc-interval-secs")
         .arg(config.gc_interval.map_or(0, |i| i.as_secs()).to_string())
+        .arg("--transport")
+        .arg(config.transport.to_string())
         .env("SHMDB_PG_USERS", &sql.users)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null());
@@ -390,7 +397,7 @@ fn node_config(
         auth: auth.clone(),
         tls: tls.clone(),
         gc_interval: Some(shmdb_processing_node::node::DEFAULT_GC_INTERVAL),
-        transport: shmdb_store_client::TransportKind::Tcp,
+        transport: sql.transport,
     }
 }
 
