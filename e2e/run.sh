@@ -30,7 +30,7 @@ finish() {
 }
 trap finish EXIT
 
-if ! command -v etcd >/dev/null && [[ -z "${SHMDB_E2E_ETCD:-}" ]]; then
+if ! command -v etcd >/dev/null && [[ -z "${SHMDB_E2E_ETCD:-}" && "${SHMDB_E2E_BUILD_ETCD:-0}" != 1 ]]; then
   log "installing Debian's etcd-server"
   apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
 fi

@@ -8,14 +8,16 @@
 # apiserver accepts Debian's etcd 3.4.
 : "${K8S_VERSION:=v1.34.4}"
 : "${KWOK_VERSION:=v0.8.0}"
+: "${ETCD_VERSION:=v3.6.16}"
 : "${SHMDB_E2E_STATE:=${TMPDIR:-/tmp}/shmdb-e2e}"
-export SHMDB_E2E_CACHE K8S_VERSION KWOK_VERSION SHMDB_E2E_STATE
+export SHMDB_E2E_CACHE K8S_VERSION KWOK_VERSION ETCD_VERSION SHMDB_E2E_STATE
 export GOMODCACHE="$SHMDB_E2E_CACHE/gomod"
 export GOCACHE="$SHMDB_E2E_CACHE/gobuild"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 export GOTOOLCHAIN=local
 K8S_BIN="$SHMDB_E2E_CACHE/bin/kubernetes-$K8S_VERSION"
 KWOK_BIN="$SHMDB_E2E_CACHE/bin/kwok-$KWOK_VERSION"
-export K8S_BIN KWOK_BIN
+ETCD_BIN="$SHMDB_E2E_CACHE/bin/etcd-$ETCD_VERSION"
+export K8S_BIN KWOK_BIN ETCD_BIN
 
 log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

@@ -24,7 +24,11 @@ fi
 rm -rf "$state"
 mkdir -p "$pki" "$logs" "$state/etcd"
 
-etcd_bin="${SHMDB_E2E_ETCD:-$(command -v etcd || true)}"
+if [[ "${SHMDB_E2E_BUILD_ETCD:-0}" == 1 ]]; then
+  etcd_bin="$ETCD_BIN/etcd"
+else
+  etcd_bin="${SHMDB_E2E_ETCD:-$(command -v etcd || true)}"
+fi
 if [[ -z "$etcd_bin" ]]; then
   echo "etcd not found: apt-get install -y etcd-server (or set SHMDB_E2E_ETCD)" >&2
   exit 1
