@@ -318,7 +318,10 @@ async fn large_write_sets_spill_over_several_log_records() -> anyhow::Result<()>
             anyhow::Ok(store.scan(tables::TXLOG, range, usize::MAX).await?.len())
         }
     };
-    assert!(records(1).await? > head.spill as usize, "the entry and its chunks");
+    assert!(
+        records(1).await? > head.spill as usize,
+        "the entry and its chunks"
+    );
     assert!(records(DEAD).await? > 1);
     sweep_log(&store, bulk_tid.max(tid) + 1).await?;
     assert_eq!(records(1).await?, 0);
