@@ -1,7 +1,8 @@
 """PNG plots from results.jsonl files: tpmC against processing nodes (scale runs) and the
 latency distribution (p50 / p90 / p99 / max per transaction type) of each system.
 
-    python3 bench/tpcc/plot.py --scale <scale results.jsonl> --latency <compare results.jsonl> --out bench/tpcc
+    python3 bench/tpcc/plot.py --scale <scale>/results.jsonl <compare>/results.jsonl \
+        --latency <compare>/results.jsonl --out bench/tpcc
 """
 
 import argparse
@@ -23,7 +24,7 @@ def load(path):
 def scale_plot(rows, out):
     pts = []
     for r in rows:
-        m = re.search(r"-pn(\d+)$", r["label"])
+        m = re.search(r"-rf1-pn(\d+)$", r["label"])
         if m:
             pts.append((int(m.group(1)), r["tpmC"]))
     pts.sort()
@@ -65,12 +66,12 @@ def latency_plot(rows, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scale")
+    ap.add_argument("--scale", nargs="*", default=[])
     ap.add_argument("--latency", nargs="*", default=[])
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     a = ap.parse_args()
     if a.scale:
-        scale_plot(load(a.scale), a.out)
+        scale_plot([r for p in a.scale for r in load(p)], a.out)
     rows = [r for p in a.latency for r in load(p)]
     if rows:
         latency_plot(rows, a.out)
