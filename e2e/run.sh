@@ -49,7 +49,13 @@ kubectl="$K8S_BIN/kubectl"
 
 log "installing the CRD and the operator's RBAC"
 "$kubectl" apply --server-side -f "$repo/crds/shmdbs.yaml" >/dev/null
-"$kubectl" wait --for condition=established --timeout=60s crd/sharedmemdatabases.shmdb.io >/dev/null
+# `kubectl wait` fails outright while the new CRD has no status yet; ask until it answers.
+for attempt in $(seq 1 120); do
+  "$kubectl" wait --for condition=established --timeout=30s \
+    crd/sharedmemdatabases.shmdb.io >/dev/null 2>&1 && break
+  ((attempt < 120)) || { echo "the CRD was not established" >&2; exit 1; }
+  sleep 0.5
+done
 "$kubectl" apply -f "$here/manifests/operator-rbac.yaml" >/dev/null
 token="$("$kubectl" create token shmdb-operator -n shmdb-system --duration=24h)"
 operator_kubeconfig="$state/operator.kubeconfig"

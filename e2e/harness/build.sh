@@ -64,28 +64,28 @@ fi
 # etcd from go.etcd.io/etcd/server/v3 (SHMDB_E2E_BUILD_ETCD=1; about a minute): Debian's
 # 3.4 is accepted but lacks RequestWatchProgress (see up.sh). Its go.mod replaces the
 # sibling etcd modules with paths, so they are pinned to the same published version.
-if [[ "${SHMDB_E2E_BUILD_ETCD:-0}" == 1 && ! -x "$ETCD_BIN/etcd" ]]; then
-  src="$SHMDB_E2E_CACHE/src/etcd-$ETCD_VERSION"
-  mkdir -p "$src" "$ETCD_BIN"
-  upstream_mod="$(cd "$src" && go mod download -json "go.etcd.io/etcd/server/v3@$ETCD_VERSION" |
+if [[ "${SHMDB_E2E_BUILD_ETCD:-0}" == 1 && ! -x "$SHMDB_E2E_ETCD_DIR/etcd" ]]; then
+  src="$SHMDB_E2E_CACHE/src/etcd-$SHMDB_E2E_ETCD_VERSION"
+  mkdir -p "$src" "$SHMDB_E2E_ETCD_DIR"
+  upstream_mod="$(cd "$src" && go mod download -json "go.etcd.io/etcd/server/v3@$SHMDB_E2E_ETCD_VERSION" |
     sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   {
     echo "module shmdb.io/e2e-etcd"
     echo
     echo "go $(sed -n 's/^go \(.*\)/\1/p' "$upstream_mod")"
     echo
-    echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    echo "require go.etcd.io/etcd/server/v3 $SHMDB_E2E_ETCD_VERSION"
     echo
     echo "replace ("
     for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
-      echo "	go.etcd.io/etcd/$m => go.etcd.io/etcd/$m $ETCD_VERSION"
+      echo "	go.etcd.io/etcd/$m => go.etcd.io/etcd/$m $SHMDB_E2E_ETCD_VERSION"
     done
     echo ")"
   } >"$src/go.mod"
-  log "building etcd $ETCD_VERSION"
+  log "building etcd $SHMDB_E2E_ETCD_VERSION"
   start=$(date +%s)
   (cd "$src" && CGO_ENABLED=0 go build -mod=mod -p "${SHMDB_E2E_GO_JOBS:-2}" -ldflags "-s -w" \
-    -o "$ETCD_BIN/etcd" go.etcd.io/etcd/server/v3)
+    -o "$SHMDB_E2E_ETCD_DIR/etcd" go.etcd.io/etcd/server/v3)
   log "built etcd in $(($(date +%s) - start))s"
 fi
 

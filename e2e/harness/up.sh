@@ -25,7 +25,7 @@ rm -rf "$state"
 mkdir -p "$pki" "$logs" "$state/etcd"
 
 if [[ "${SHMDB_E2E_BUILD_ETCD:-0}" == 1 ]]; then
-  etcd_bin="$ETCD_BIN/etcd"
+  etcd_bin="$SHMDB_E2E_ETCD_DIR/etcd"
 else
   etcd_bin="${SHMDB_E2E_ETCD:-$(command -v etcd || true)}"
 fi

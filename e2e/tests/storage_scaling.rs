@@ -295,6 +295,7 @@ async fn lost_storage_node_raises_under_replicated_until_its_pod_is_replaced() -
                     &format!("{name}-storage-1"),
                     "-n",
                     &ns.name,
+                    "--wait=false",
                 ],
                 None,
             )
