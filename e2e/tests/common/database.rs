@@ -17,17 +17,19 @@ use super::wait;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Folders whose `*.yaml` files are example databases: `SHMDB_E2E_EXAMPLES`
-/// (colon-separated), else this crate's `manifests/examples` plus the chart's `examples/`
-/// when the chart ships some.
+/// (colon-separated), else this crate's `manifests/examples` plus the repository's
+/// `examples/` (and the chart's, when it ships some).
 pub fn example_dirs() -> Vec<PathBuf> {
     if let Ok(dirs) = std::env::var("SHMDB_E2E_EXAMPLES") {
         return dirs.split(':').map(PathBuf::from).collect();
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut dirs = vec![here.join("manifests/examples")];
-    let chart = here.join("../charts/shmdb/examples");
-    if chart.is_dir() {
-        dirs.push(chart);
+    for shared in ["../examples", "../charts/shmdb/examples"] {
+        let dir = here.join(shared);
+        if dir.is_dir() {
+            dirs.push(dir);
+        }
     }
     dirs
 }
