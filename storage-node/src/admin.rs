@@ -408,7 +408,7 @@ pub fn report(node: &Node, req: &pb::RangeReportRequest) -> pb::RangeReport {
     let mut last = node.rates.last.lock();
     let mut stats = Vec::with_capacity(ranges.len());
     for range in ranges {
-        let state = range.state.lock();
+        let mut state = range.state.lock();
         if state.status == Status::Retired {
             continue;
         }
@@ -457,7 +457,7 @@ pub fn report(node: &Node, req: &pb::RangeReportRequest) -> pb::RangeReport {
             fenced: state.status == Status::NeedsSnapshot,
             followers,
             split_key: if req.with_split_keys {
-                state.median_key().map(Bytes::from).unwrap_or_default()
+                state.split_hint().map(Bytes::from).unwrap_or_default()
             } else {
                 Bytes::new()
             },
