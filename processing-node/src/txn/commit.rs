@@ -63,14 +63,7 @@ impl Transaction {
                     .abort_after(Vec::new(), false, TxnError::SerializationFailure)
                     .await;
             }
-            let mut record = read.record.clone();
-            if let Pending::Write(row) = pending {
-                let version = match row {
-                    Some(row) => Version::live(self.tid, row.clone()),
-                    None => Version::tombstone(self.tid),
-                };
-                record.write(version, lav)?;
-            }
+            let record = self.with_own_version(read.record.clone(), pending, lav)?;
             let expect = read.stamp.map_or(Expect::Absent, Expect::Stamp);
             ops.push(Op::put_if(
                 key.0,
@@ -222,6 +215,25 @@ impl Transaction {
 }
 
 impl Transaction {
+    /// The record as this transaction writes it: its version on top (after eager GC for
+    /// `lav`), or unchanged for a locking read (`SELECT ... FOR UPDATE` writes the record
+    /// back only so that its stamp takes part in conflict detection).
+    fn with_own_version(
+        &self,
+        mut record: Record,
+        pending: &Pending,
+        lav: u64,
+    ) -> Result<Record, TxnError> {
+        if let Pending::Write(row) = pending {
+            let version = match row {
+                Some(row) => Version::live(self.tid, row.clone()),
+                None => Version::tombstone(self.tid),
+            };
+            record.write(version, lav)?;
+        }
+        Ok(record)
+    }
+
     /// Step 2 again for records whose stamp changed since they were read. A changed stamp
     /// is a write-write conflict only if the record now holds a version this transaction
     /// does not see: garbage collection (the background sweep, or a writer's eager GC that
@@ -261,12 +273,8 @@ impl Transaction {
                 if record.write_conflict(self.tid, |t| self.sees(t)) {
                     return Err(TxnError::SerializationFailure);
                 }
-                if let Some(Pending::Write(row)) = self.writes.get(&write_set[i]) {
-                    let version = match row {
-                        Some(row) => Version::live(self.tid, row.clone()),
-                        None => Version::tombstone(self.tid),
-                    };
-                    record.write(version, lav)?;
+                if let Some(pending) = self.writes.get(&write_set[i]) {
+                    record = self.with_own_version(record, pending, lav)?;
                 }
                 ops.push(Op::put_if(
                     write_set[i].0,
