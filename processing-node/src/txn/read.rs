@@ -24,8 +24,11 @@ impl Transaction {
     /// batch (through the shared buffer when the node has one).
     pub(crate) async fn fetch_all(&mut self, keys: &[StoreKey]) -> Result<(), TxnError> {
         let mut missing: Vec<StoreKey> = Vec::new();
+        // A set, not `missing.contains`: a COPY commits 100,000s of keys, and a quadratic
+        // check held a worker thread for seconds — long enough to miss heartbeats.
+        let mut queued: HashSet<&StoreKey> = HashSet::new();
         for key in keys {
-            if self.reads.contains_key(key) || missing.contains(key) {
+            if self.reads.contains_key(key) || !queued.insert(key) {
                 continue;
             }
             if let Some(entry) = self.lookup_shared(key).await? {
