@@ -11,6 +11,7 @@
 //! under the same transactions.
 
 pub mod access;
+pub mod apply;
 pub mod bind;
 pub mod catalog;
 pub mod copy;

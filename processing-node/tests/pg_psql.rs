@@ -64,8 +64,12 @@ async fn psql_session_creates_inserts_and_selects() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lines of psql's unaligned output (`-A`), for exact comparison.
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs pg_catalog.pg_am and the other catalogs psql 15 joins for \\d (SQL engine work in progress)"]
 async fn psql_backslash_d_commands() -> anyhow::Result<()> {
     if std::process::Command::new("psql")
         .arg("--version")
@@ -80,22 +84,118 @@ async fn psql_backslash_d_commands() -> anyhow::Result<()> {
     let (ok, out, err) = psql(
         port,
         &[
-            "CREATE TABLE accounts (id integer PRIMARY KEY, owner varchar(40) NOT NULL, balance numeric(12,2))",
+            "CREATE TABLE accounts (id integer PRIMARY KEY, owner varchar(40) NOT NULL, balance numeric(12,2) DEFAULT 0, code char(3), UNIQUE (code))",
             "CREATE INDEX accounts_owner ON accounts (owner)",
+            "CREATE TABLE lines (o_id int, n int, qty smallint NOT NULL, PRIMARY KEY (o_id, n))",
         ],
     )
     .await?;
     assert!(ok, "psql failed:\n{out}\n{err}");
-    let (ok, out, err) = psql(port, &["\\dt"]).await?;
-    assert!(ok && out.contains("accounts"), "\\dt:\n{out}\n{err}");
-    let (ok, out, err) = psql(port, &["\\di"]).await?;
-    assert!(ok && out.contains("accounts_owner"), "\\di:\n{out}\n{err}");
-    let (ok, out, err) = psql(port, &["\\d"]).await?;
-    assert!(ok && out.contains("accounts"), "\\d:\n{out}\n{err}");
-    let (ok, out, err) = psql(port, &["\\d accounts"]).await?;
+    let d = |cmd: &'static str| {
+        let cmd = cmd.to_string();
+        async move {
+            let (ok, out, err) = psql(port, &["\\pset format unaligned", &cmd]).await?;
+            assert!(ok, "{cmd} failed:\n{out}\n{err}");
+            anyhow::Ok(out)
+        }
+    };
+
+    let out = d("\\dt").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "List of relations",
+            "Schema|Name|Type|Owner",
+            "public|accounts|table|shmdb",
+            "public|lines|table|shmdb",
+            "(2 rows)",
+        ],
+        "\\dt:\n{out}"
+    );
+    let out = d("\\di").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "List of relations",
+            "Schema|Name|Type|Owner|Table",
+            "public|accounts_code_key|index|shmdb|accounts",
+            "public|accounts_owner|index|shmdb|accounts",
+            "public|accounts_pkey|index|shmdb|accounts",
+            "public|lines_pkey|index|shmdb|lines",
+            "(4 rows)",
+        ],
+        "\\di:\n{out}"
+    );
+    let out = d("\\d").await?;
     assert!(
-        ok && out.contains("owner") && out.contains("balance"),
-        "\\d accounts:\n{out}\n{err}"
+        out.contains("public|accounts|table|shmdb") && out.contains("public|lines|table|shmdb"),
+        "\\d:\n{out}"
+    );
+    // Types with their modifiers, NOT NULL, the default, and the index footer.
+    let out = d("\\d accounts").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "Table \"public.accounts\"",
+            "Column|Type|Collation|Nullable|Default",
+            "id|integer||not null|",
+            "owner|character varying(40)||not null|",
+            "balance|numeric(12,2)|||0",
+            "code|character(3)|||",
+            "Indexes:",
+            "    \"accounts_pkey\" PRIMARY KEY, btree (id)",
+            "    \"accounts_code_key\" UNIQUE, btree (code)",
+            "    \"accounts_owner\" btree (owner)",
+        ],
+        "\\d accounts:\n{out}"
+    );
+    let out = d("\\d lines").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "Table \"public.lines\"",
+            "Column|Type|Collation|Nullable|Default",
+            "o_id|integer||not null|",
+            "n|integer||not null|",
+            "qty|smallint||not null|",
+            "Indexes:",
+            "    \"lines_pkey\" PRIMARY KEY, btree (o_id, n)",
+        ],
+        "\\d lines:\n{out}"
+    );
+    let out = d("\\d accounts_owner").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "Index \"public.accounts_owner\"",
+            "Column|Type|Key?|Definition",
+            "owner|character varying(40)|yes|owner",
+            "btree, for table \"public.accounts\"",
+        ],
+        "\\d accounts_owner:\n{out}"
+    );
+    let out = d("\\d lines_pkey").await?;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "Index \"public.lines_pkey\"",
+            "Column|Type|Key?|Definition",
+            "o_id|integer|yes|o_id",
+            "n|integer|yes|n",
+            "primary key, btree, for table \"public.lines\"",
+        ],
+        "\\d lines_pkey:\n{out}"
+    );
+    let out = d("\\d accounts_code_key").await?;
+    assert!(
+        out.contains("unique, btree, for table \"public.accounts\""),
+        "\\d accounts_code_key:\n{out}"
+    );
+    // A name that matches nothing: psql says so (and exits non-zero).
+    let (ok, out, err) = psql(port, &["\\d nosuch"]).await?;
+    assert!(
+        !ok && err.contains("Did not find any relation named \"nosuch\""),
+        "\\d nosuch:\n{out}\n{err}"
     );
     t.shutdown().await;
     Ok(())

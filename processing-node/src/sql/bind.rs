@@ -10,7 +10,7 @@ use crate::sql::catalog::Catalog;
 use crate::sql::error::SqlError;
 use crate::sql::expr::{CmpOp, Expr};
 use crate::sql::func::Func;
-use crate::sql::plan::{AggCall, AggFunc, QueryPlan};
+use crate::sql::plan::{AggCall, AggFunc, Plan, QueryPlan};
 use crate::sql::sqltype::SqlType;
 use crate::sql::types::PgType;
 use crate::sql::value::{ArithOp, cast};
@@ -85,8 +85,15 @@ pub struct Planner<'a> {
     /// Subqueries by slot.
     pub subqueries: Vec<SubPlan>,
     pub(crate) agg: Option<AggCtx>,
-    /// Scopes of enclosing queries (to report correlated subqueries clearly).
+    /// Scopes of enclosing queries: the last one is the immediate parent, whose columns a
+    /// correlated subquery reads as `Expr::Outer`.
     pub(crate) outer: Vec<Scope>,
+    /// One flag per enclosing query in `outer`: whether the subquery being planned read a
+    /// column of that parent.
+    pub(crate) correlated: Vec<bool>,
+    /// Correlated subqueries planned but not yet attached to the `Plan::Apply` of the query
+    /// that reads them (by slot, with the plan run once per outer row).
+    pub(crate) pending: Vec<(usize, QueryPlan)>,
 }
 
 /// The lower-cased (unless quoted) name of an identifier.
@@ -174,6 +181,8 @@ impl<'a> Planner<'a> {
             subqueries: Vec::new(),
             agg: None,
             outer: Vec::new(),
+            correlated: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -242,6 +251,17 @@ impl<'a> Planner<'a> {
             return self.bind_aggregate(f, func, text);
         }
         if let ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) = e {
+            // A column of an enclosing query is one value per group here.
+            if !self.outer.is_empty() {
+                let input = ctx.input.clone();
+                let saved = self.agg.take();
+                // Input columns resolve first; only a name they lack reaches the outer query.
+                let outer = self.bind_plain(e, &input).ok();
+                self.agg = saved;
+                if let Some((x @ Expr::Outer(_), t)) = outer {
+                    return Ok((x, t));
+                }
+            }
             let name = e.to_string();
             return Err(SqlError::new(
                 "42803",
@@ -293,13 +313,37 @@ impl<'a> Planner<'a> {
                     arg: None,
                     distinct: false,
                     ty: PgType::Int8,
+                    sep: None,
                 });
             }
             let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))) = args.first()
             else {
                 return Err(SqlError::syntax(format!("bad arguments to {text}")));
             };
-            if args.len() != 1 {
+            let mut sep = None;
+            if func == AggFunc::StringAgg {
+                sep = match args.get(1) {
+                    Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(s)))
+                        if args.len() == 2 =>
+                    {
+                        match self.bind_plain(s, &input)? {
+                            (Expr::Const(Datum::Null), _) => None,
+                            (Expr::Const(d), _) => Some(crate::sql::expr::as_text(d)?),
+                            _ => {
+                                return Err(SqlError::unsupported(
+                                    "a string_agg separator that is not a constant",
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(SqlError::new(
+                            "42883",
+                            format!("function {text} does not exist"),
+                        ));
+                    }
+                };
+            } else if args.len() != 1 {
                 return Err(SqlError::new(
                     "42883",
                     format!("function {text} does not exist"),
@@ -318,12 +362,14 @@ impl<'a> Planner<'a> {
                     _ => PgType::Numeric,
                 },
                 AggFunc::Min | AggFunc::Max => t,
+                AggFunc::StringAgg => PgType::Text,
             };
             Ok(AggCall {
                 func,
                 arg: Some(arg),
                 distinct,
                 ty,
+                sep,
             })
         })();
         self.agg = saved;
@@ -347,9 +393,18 @@ impl<'a> Planner<'a> {
             let t = scope.cols[i].ty;
             return Ok((Expr::Column(i), t));
         }
-        for outer in &self.outer {
-            if outer.resolve(rel, name)?.is_some() {
-                return Err(SqlError::unsupported("a correlated subquery"));
+        let depth = self.outer.len();
+        for (d, outer) in self.outer.iter().enumerate().rev() {
+            if let Some(i) = outer.resolve(rel, name)? {
+                if d + 1 != depth {
+                    return Err(SqlError::unsupported(
+                        "a subquery reading a column of a query more than one level up",
+                    ));
+                }
+                if let Some(flag) = self.correlated.last_mut() {
+                    *flag = true;
+                }
+                return Ok((Expr::Outer(i), outer.cols[i].ty));
             }
         }
         let full = match rel {
@@ -717,6 +772,17 @@ impl<'a> Planner<'a> {
             E::Cast {
                 expr, data_type, ..
             } => {
+                // A relation named by a constant ('pg_class'::regclass) is its oid.
+                if data_type.to_string().to_lowercase().ends_with("regclass")
+                    && let E::Value(v) = &**expr
+                    && let Value::SingleQuotedString(n) = &v.value
+                {
+                    let oid =
+                        crate::sql::pg_catalog::regclass(n, self.catalog).ok_or_else(|| {
+                            SqlError::new("42P01", format!("relation \"{n}\" does not exist"))
+                        })?;
+                    return Ok((Expr::Const(Datum::Int(oid)), PgType::Int8));
+                }
                 let ty = SqlType::from_ast(data_type)?;
                 let (x, _) = self.bind(expr, scope)?;
                 self.infer(&x, ty.pg());
@@ -725,7 +791,56 @@ impl<'a> Planner<'a> {
                 }
                 (Expr::Cast(Box::new(x), ty), ty.pg())
             }
+            E::Function(f)
+                if object_name(&f.name) == "array"
+                    && let ast::FunctionArguments::Subquery(q) = &f.args =>
+            {
+                let slot = self.subquery(q, scope, false)?;
+                (Expr::Array(slot), PgType::Text)
+            }
             E::Function(f) => self.function(f, scope)?,
+            E::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => {
+                let op = match compare_op {
+                    BinaryOperator::Eq => CmpOp::Eq,
+                    BinaryOperator::NotEq => CmpOp::Ne,
+                    BinaryOperator::Lt => CmpOp::Lt,
+                    BinaryOperator::LtEq => CmpOp::Le,
+                    BinaryOperator::Gt => CmpOp::Gt,
+                    BinaryOperator::GtEq => CmpOp::Ge,
+                    other => return Err(SqlError::unsupported(format!("{other} ANY (...)"))),
+                };
+                if let E::Subquery(q) = &**right {
+                    // x = ANY (subquery) is x IN (subquery).
+                    if op != CmpOp::Eq {
+                        return Err(SqlError::unsupported(format!(
+                            "{} ANY (subquery)",
+                            op.sql()
+                        )));
+                    }
+                    let (x, _) = self.bind(left, scope)?;
+                    let slot = self.subquery(q, scope, true)?;
+                    return Ok((Expr::InSubquery(Box::new(x), slot, false), PgType::Bool));
+                }
+                let (x, _) = self.bind(left, scope)?;
+                let (arr, _) = self.bind(right, scope)?;
+                (Expr::Func(Func::ArrayAny(op), vec![x, arr]), PgType::Bool)
+            }
+            E::CompoundFieldAccess { root, access_chain } => {
+                let (mut x, _) = self.bind(root, scope)?;
+                for a in access_chain {
+                    let ast::AccessExpr::Subscript(ast::Subscript::Index { index }) = a else {
+                        return Err(SqlError::unsupported(format!("field access {a}")));
+                    };
+                    let (k, _) = self.bind(index, scope)?;
+                    x = Expr::Func(Func::ArrayElem, vec![x, k]);
+                }
+                (x, PgType::Text)
+            }
             E::Substring {
                 expr,
                 substring_from,
@@ -906,6 +1021,9 @@ impl<'a> Planner<'a> {
                 return Err(SqlError::unsupported("subquery arguments"));
             }
         };
+        if let Some(e) = self.catalog_lookup(&name, &args, scope)? {
+            return Ok((e, PgType::Text));
+        }
         let Some(func) = Func::lookup(&name, args.len()) else {
             return Err(SqlError::new(
                 "42883",
@@ -935,16 +1053,97 @@ impl<'a> Planner<'a> {
         Ok((Expr::Func(func, bound), ty))
     }
 
-    /// Plans a subquery (uncorrelated) into a slot.
+    /// `pg_get_indexdef(oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`
+    /// read definitions from the statement's catalog: they bind to a CASE over that
+    /// catalog's objects (evaluation has no catalog at hand, the planner does).
+    fn catalog_lookup(
+        &mut self,
+        name: &str,
+        args: &[&ast::Expr],
+        scope: &Scope,
+    ) -> Result<Option<Expr>, SqlError> {
+        let text = |s: &str| Expr::Const(Datum::Text(s.to_string()));
+        let eq = |a: &Expr, v: i64| {
+            Expr::Cmp(
+                CmpOp::Eq,
+                Box::new(a.clone()),
+                Box::new(Expr::Const(Datum::Int(v))),
+                false,
+            )
+        };
+        let whens: Vec<(Expr, Expr)> = match (name, args) {
+            ("pg_get_indexdef", [oid] | [oid, _, _]) => {
+                let (oid_x, _) = self.bind(oid, scope)?;
+                let column = match args.get(1) {
+                    Some(c) => Some(self.bind(c, scope)?.0),
+                    None => None,
+                };
+                let mut whens = Vec::new();
+                for (ix, def, cols) in crate::sql::pg_catalog::index_defs(self.catalog) {
+                    match &column {
+                        None => whens.push((eq(&oid_x, ix), text(&def))),
+                        Some(c) => {
+                            whens.push((
+                                Expr::And(Box::new(eq(&oid_x, ix)), Box::new(eq(c, 0))),
+                                text(&def),
+                            ));
+                            for (k, col) in cols.iter().enumerate() {
+                                whens.push((
+                                    Expr::And(
+                                        Box::new(eq(&oid_x, ix)),
+                                        Box::new(eq(c, k as i64 + 1)),
+                                    ),
+                                    text(col),
+                                ));
+                            }
+                        }
+                    }
+                }
+                whens
+            }
+            ("pg_get_constraintdef", [oid] | [oid, _]) => {
+                let (oid_x, _) = self.bind(oid, scope)?;
+                crate::sql::pg_catalog::constraint_defs(self.catalog)
+                    .into_iter()
+                    .map(|(c, def)| (eq(&oid_x, c), text(&def)))
+                    .collect()
+            }
+            _ => return Ok(None),
+        };
+        if whens.is_empty() {
+            return Ok(Some(Expr::Const(Datum::Null)));
+        }
+        Ok(Some(Expr::Case(None, whens, None)))
+    }
+
+    /// Plans a subquery into a slot. An uncorrelated one is run once before the statement;
+    /// a correlated one (reading columns of `scope`) gets a slot whose plan refuses to run
+    /// until the enclosing SELECT attaches the real plan to a `Plan::Apply`, which runs it
+    /// once per row of `scope`.
     fn subquery(&mut self, q: &ast::Query, scope: &Scope, as_set: bool) -> Result<usize, SqlError> {
         self.outer.push(scope.clone());
+        self.correlated.push(false);
         let saved = self.agg.take();
         let plan = self.plan_query(q);
         self.agg = saved;
+        let correlated = self.correlated.pop().unwrap_or(false);
         self.outer.pop();
         let plan = plan?;
         if plan.columns.len() != 1 && as_set {
             return Err(SqlError::new("42601", "subquery has too many columns"));
+        }
+        if correlated {
+            let placeholder = QueryPlan {
+                plan: Plan::Correlated,
+                columns: plan.columns.clone(),
+            };
+            self.subqueries.push(SubPlan {
+                plan: placeholder,
+                as_set,
+            });
+            let slot = self.subqueries.len() - 1;
+            self.pending.push((slot, plan));
+            return Ok(slot);
         }
         self.subqueries.push(SubPlan { plan, as_set });
         Ok(self.subqueries.len() - 1)
@@ -1026,6 +1225,7 @@ pub fn agg_func(f: &ast::Function) -> Option<AggFunc> {
         "avg" => AggFunc::Avg,
         "min" => AggFunc::Min,
         "max" => AggFunc::Max,
+        "string_agg" => AggFunc::StringAgg,
         _ => return None,
     })
 }

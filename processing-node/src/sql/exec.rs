@@ -391,6 +391,8 @@ impl<'a> Exec<'a> {
                     }
                     out
                 }
+                Plan::Apply { input, subs, exprs } => self.apply(input, subs, exprs).await?,
+                Plan::Correlated => return Err(crate::sql::apply::unattached()),
             })
         })
     }
@@ -722,6 +724,7 @@ enum Acc {
     Sum(Datum),
     Avg(Datum, i64),
     MinMax(Datum),
+    Text(Option<String>),
 }
 
 fn new_acc(a: &AggCall) -> Acc {
@@ -730,6 +733,7 @@ fn new_acc(a: &AggCall) -> Acc {
         AggFunc::Sum => Acc::Sum(Datum::Null),
         AggFunc::Avg => Acc::Avg(Datum::Null, 0),
         AggFunc::Min | AggFunc::Max => Acc::MinMax(Datum::Null),
+        AggFunc::StringAgg => Acc::Text(None),
     }
 }
 
@@ -781,6 +785,15 @@ fn feed(acc: &mut Acc, a: &AggCall, v: Datum) -> Result<(), SqlError> {
                 }
             }
         }
+        Acc::Text(t) => {
+            if !v.is_null() {
+                let v = crate::sql::expr::as_text(v)?;
+                match t {
+                    Some(t) => t.extend([a.sep.as_deref().unwrap_or(""), &v]),
+                    None => *t = Some(v),
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -797,6 +810,7 @@ fn finish(acc: Acc, a: &AggCall) -> Result<Datum, SqlError> {
             }
         }
         Acc::MinMax(m) => m,
+        Acc::Text(t) => t.map_or(Datum::Null, Datum::Text),
     })
 }
 

@@ -102,6 +102,8 @@ pub enum Expr {
     Subquery(usize),
     /// [NOT] EXISTS (subquery), by slot.
     Exists(usize, bool),
+    /// ARRAY(subquery), by slot: the first column of its rows as an array (text form).
+    Array(usize),
     /// x [NOT] LIKE pattern (`true` = case-insensitive)
     Like(Box<Expr>, Box<Expr>, bool, bool),
     /// CASE [operand] WHEN .. THEN .. ELSE .. END
@@ -308,6 +310,16 @@ impl Expr {
                 }
                 _ => return Err(SqlError::internal("subquery not evaluated")),
             },
+            Expr::Array(slot) => match ctx.subqueries.get(*slot) {
+                Some(SubResult::Rows(rows)) => {
+                    let items: Vec<Datum> = rows
+                        .iter()
+                        .map(|r| r.first().cloned().unwrap_or(Datum::Null))
+                        .collect();
+                    Datum::Text(crate::sql::func::format_array(&items)?)
+                }
+                _ => return Err(SqlError::internal("subquery not evaluated")),
+            },
             Expr::Exists(slot, negated) => match ctx.subqueries.get(*slot) {
                 Some(SubResult::Rows(rows)) => Datum::Bool(rows.is_empty() == *negated),
                 Some(SubResult::Set(set, n)) => Datum::Bool((set.is_empty() && !n) == *negated),
@@ -391,6 +403,7 @@ impl Expr {
             | Expr::Column(_)
             | Expr::Outer(_)
             | Expr::Subquery(_)
+            | Expr::Array(_)
             | Expr::Exists(..) => {}
             Expr::Arith(_, a, b, _)
             | Expr::Cmp(_, a, b, _)
@@ -435,13 +448,51 @@ impl Expr {
 
     /// Rewrites column positions (moving an expression onto another input layout).
     pub fn remap(&self, map: &dyn Fn(usize) -> usize) -> Expr {
-        let r = |e: &Expr| Box::new(e.remap(map));
+        self.rewrite(&|e| match e {
+            Expr::Column(i) => Some(Expr::Column(map(*i))),
+            _ => None,
+        })
+    }
+
+    /// Replaces the enclosing query's columns (`Expr::Outer`) by the values of one of its
+    /// rows: a correlated subquery's plan becomes an ordinary one for that row.
+    pub fn bind_outer(&self, outer: &[Datum]) -> Expr {
+        self.rewrite(&|e| match e {
+            Expr::Outer(i) => Some(Expr::Const(outer.get(*i).cloned().unwrap_or(Datum::Null))),
+            _ => None,
+        })
+    }
+
+    /// Whether the expression reads one of the subquery slots in `slots`.
+    pub fn reads_slots(&self, slots: &[usize]) -> bool {
+        let mut hit = false;
+        self.visit(&mut |e| {
+            if let Expr::Subquery(s)
+            | Expr::Array(s)
+            | Expr::Exists(s, _)
+            | Expr::InSubquery(_, s, _) = e
+                && slots.contains(s)
+            {
+                hit = true;
+            }
+        });
+        hit
+    }
+
+    /// A copy with every node for which `f` returns a replacement replaced (parents first;
+    /// a replaced node's children are not visited).
+    pub fn rewrite(&self, f: &dyn Fn(&Expr) -> Option<Expr>) -> Expr {
+        if let Some(e) = f(self) {
+            return e;
+        }
+        let r = |e: &Expr| Box::new(e.rewrite(f));
         match self {
-            Expr::Column(i) => Expr::Column(map(*i)),
-            Expr::Const(_)
+            Expr::Column(_)
+            | Expr::Const(_)
             | Expr::Param(_)
             | Expr::Outer(_)
             | Expr::Subquery(_)
+            | Expr::Array(_)
             | Expr::Exists(..) => self.clone(),
             Expr::Arith(op, a, b, t) => Expr::Arith(*op, r(a), r(b), *t),
             Expr::Cmp(op, a, b, bp) => Expr::Cmp(*op, r(a), r(b), *bp),
@@ -453,19 +504,21 @@ impl Expr {
             Expr::IsNull(a, n) => Expr::IsNull(r(a), *n),
             Expr::Distinct(a, b, d) => Expr::Distinct(r(a), r(b), *d),
             Expr::InList(a, l, n) => {
-                Expr::InList(r(a), l.iter().map(|e| e.remap(map)).collect(), *n)
+                Expr::InList(r(a), l.iter().map(|e| e.rewrite(f)).collect(), *n)
             }
             Expr::InSubquery(a, s, n) => Expr::InSubquery(r(a), *s, *n),
             Expr::Like(a, b, n, ci) => Expr::Like(r(a), r(b), *n, *ci),
             Expr::Case(o, w, e) => Expr::Case(
                 o.as_ref().map(|o| r(o)),
                 w.iter()
-                    .map(|(c, v)| (c.remap(map), v.remap(map)))
+                    .map(|(c, v)| (c.rewrite(f), v.rewrite(f)))
                     .collect(),
                 e.as_ref().map(|e| r(e)),
             ),
             Expr::Cast(a, t) => Expr::Cast(r(a), *t),
-            Expr::Func(f, args) => Expr::Func(*f, args.iter().map(|e| e.remap(map)).collect()),
+            Expr::Func(func, args) => {
+                Expr::Func(*func, args.iter().map(|e| e.rewrite(f)).collect())
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::datum::Datum;
 use crate::sql::error::SqlError;
-use crate::sql::expr::{EvalCtx, as_text};
+use crate::sql::expr::{CmpOp, EvalCtx, as_text};
 use crate::sql::sqltype::SqlType;
 use crate::sql::types::PgType;
 use crate::sql::value::{cast, compare};
@@ -69,6 +69,17 @@ pub enum Func {
     NullText,
     /// format_type(type oid, typmod)
     FormatType,
+    /// array_to_string(array, separator)
+    ArrayToString,
+    /// array_upper(array, dimension)
+    ArrayUpper,
+    /// array[index] (one-based)
+    ArrayElem,
+    /// x op ANY (array), by comparison operator
+    ArrayAny(CmpOp),
+    /// pg_get_expr(expression, relation [, pretty]): the catalog keeps expressions (column
+    /// defaults) as their SQL text, so this returns its first argument.
+    GetExpr,
     /// power(a, b) / pow
     Power,
 }
@@ -119,15 +130,12 @@ impl Func {
                 _,
             ) => Func::True,
             ("pg_get_userbyid", 1) => Func::Constant("shmdb"),
-            (
-                "obj_description"
-                | "col_description"
-                | "shobj_description"
-                | "pg_get_expr"
-                | "pg_get_indexdef"
-                | "pg_get_constraintdef",
-                _,
-            ) => Func::NullText,
+            ("obj_description" | "col_description" | "shobj_description", _) => Func::NullText,
+            ("pg_get_expr", 2 | 3) => Func::GetExpr,
+            ("array_to_string", 2) => Func::ArrayToString,
+            ("array_upper", 2) => Func::ArrayUpper,
+            ("pg_get_statisticsobjdef_columns", 1) => Func::NullText,
+            ("pg_relation_is_publishable", 1) => Func::True,
             ("format_type", 2) => Func::FormatType,
             ("power" | "pow", 2) => Func::Power,
             _ => return None,
@@ -163,8 +171,10 @@ impl Func {
                 _ => PgType::Numeric,
             },
             Func::Now => PgType::Timestamp,
-            Func::Regex(..) | Func::True => PgType::Bool,
-            Func::NullText | Func::FormatType => PgType::Text,
+            Func::Regex(..) | Func::True | Func::ArrayAny(_) => PgType::Bool,
+            Func::NullText | Func::FormatType | Func::GetExpr | Func::ArrayToString => PgType::Text,
+            Func::ArrayUpper => PgType::Int4,
+            Func::ArrayElem => PgType::Text,
             Func::CurrentDate => PgType::Date,
             Func::Power => match first {
                 PgType::Numeric => PgType::Numeric,
@@ -404,10 +414,60 @@ pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlEr
             ]
             .into_iter()
             .find(|t| i64::from(t.oid()) == oid)
-            .map(|t| SqlType::from_pg(t).display())
+            .map(|t| with_typmod(t, typmod_arg(next())).display())
             .unwrap_or_else(|| "???".into());
             Datum::Text(name)
         }
+        Func::ArrayToString => {
+            let items = parse_array(&as_text(next())?)?;
+            let sep = as_text(next())?;
+            Datum::Text(items.into_iter().flatten().collect::<Vec<_>>().join(&sep))
+        }
+        Func::ArrayUpper => {
+            let items = parse_array(&as_text(next())?)?;
+            if int_arg(&next())? != 1 || items.is_empty() {
+                Datum::Null
+            } else {
+                Datum::Int(items.len() as i64)
+            }
+        }
+        Func::ArrayElem => {
+            let items = parse_array(&as_text(next())?)?;
+            let k = int_arg(&next())?;
+            usize::try_from(k - 1)
+                .ok()
+                .and_then(|k| items.into_iter().nth(k).flatten())
+                .map_or(Datum::Null, Datum::Text)
+        }
+        Func::ArrayAny(op) => {
+            let x = next();
+            let items = parse_array(&as_text(next())?)?;
+            let mut saw_null = false;
+            for item in items {
+                let Some(item) = item else {
+                    saw_null = true;
+                    continue;
+                };
+                let y = match &x {
+                    Datum::Text(_) => Datum::Text(item),
+                    other => cast(Datum::Text(item), kind_type(other))?,
+                };
+                match compare(&x, &y, false)? {
+                    Some(o) if op.holds(o) => return Ok(Datum::Bool(true)),
+                    Some(_) => {}
+                    None => saw_null = true,
+                }
+            }
+            if saw_null {
+                Datum::Null
+            } else {
+                Datum::Bool(false)
+            }
+        }
+        Func::GetExpr => match next() {
+            Datum::Null => Datum::Null,
+            d => Datum::Text(as_text(d)?),
+        },
         Func::Replace => {
             let s = as_text(next())?;
             let from = as_text(next())?;
@@ -471,5 +531,120 @@ pub fn to_f64(d: &Datum) -> Option<f64> {
         Datum::Decimal(x) => x.to_f64(),
         Datum::Float(f) => Some(*f),
         _ => None,
+    }
+}
+
+/// A typmod argument (`format_type`): NULL or negative means none.
+fn typmod_arg(d: Datum) -> Option<i64> {
+    match d {
+        Datum::Int(v) if v >= 4 => Some(v),
+        _ => None,
+    }
+}
+
+/// The declared type a wire type and a typmod stand for (`varchar` + 44 = varchar(40),
+/// `numeric` + (12 << 16 | 2) + 4 = numeric(12,2)).
+fn with_typmod(t: PgType, typmod: Option<i64>) -> SqlType {
+    let Some(m) = typmod.and_then(|m| u32::try_from(m - 4).ok()) else {
+        return match t {
+            PgType::Bpchar => SqlType::Char(1),
+            other => SqlType::from_pg(other),
+        };
+    };
+    match t {
+        PgType::Bpchar => SqlType::Char(m),
+        PgType::Varchar => SqlType::Varchar(Some(m)),
+        PgType::Numeric => SqlType::Numeric(Some((m >> 16, m & 0xffff))),
+        other => SqlType::from_pg(other),
+    }
+}
+
+/// Parses an array in PostgreSQL's text form (`{1,2,"a b",NULL}`): arrays travel as that
+/// text here, as they do on the wire.
+pub fn parse_array(s: &str) -> Result<Vec<Option<String>>, SqlError> {
+    let bad = || SqlError::new("22P02", format!("malformed array literal: \"{s}\""));
+    let inner = s
+        .trim()
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                    Some(c) => item.push(c),
+                    None => return Err(bad()),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == ',' {
+                break;
+            }
+            if !quoted {
+                item.push(c);
+            }
+            chars.next();
+        }
+        let item = if quoted {
+            Some(item)
+        } else {
+            let v = item.trim();
+            (!v.eq_ignore_ascii_case("null")).then(|| v.to_string())
+        };
+        out.push(item);
+        if chars.next().is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Formats values as an array in PostgreSQL's text form.
+pub fn format_array(items: &[Datum]) -> Result<String, SqlError> {
+    let mut parts = Vec::with_capacity(items.len());
+    for d in items {
+        if d.is_null() {
+            parts.push("NULL".to_string());
+            continue;
+        }
+        let v = as_text(d.clone())?;
+        let plain = !v.is_empty()
+            && !v.eq_ignore_ascii_case("null")
+            && !v
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+        parts.push(if plain {
+            v
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        });
+    }
+    Ok(format!("{{{}}}", parts.join(",")))
+}
+
+/// The type to read an array element as when comparing it with `d`.
+fn kind_type(d: &Datum) -> SqlType {
+    match d {
+        Datum::Bool(_) => SqlType::Bool,
+        Datum::Int(_) => SqlType::Int8,
+        Datum::Decimal(_) => SqlType::Numeric(None),
+        Datum::Float(_) => SqlType::Float8,
+        Datum::Date(_) => SqlType::Date,
+        Datum::Timestamp(_) => SqlType::Timestamp,
+        Datum::Bytes(_) => SqlType::Bytea,
+        Datum::Null | Datum::Text(_) => SqlType::Text,
     }
 }

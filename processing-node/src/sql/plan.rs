@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::datum::Datum;
 use crate::sql::catalog::TableMeta;
 use crate::sql::expr::Expr;
 use crate::sql::types::{Column, PgType};
@@ -68,6 +69,8 @@ pub enum AggFunc {
     Min,
     /// max(x)
     Max,
+    /// string_agg(x, separator)
+    StringAgg,
 }
 
 /// One aggregate call of a grouped query.
@@ -81,6 +84,8 @@ pub struct AggCall {
     pub distinct: bool,
     /// Result type.
     pub ty: PgType,
+    /// The separator of string_agg (a constant).
+    pub sep: Option<String>,
 }
 
 /// A sort key.
@@ -117,6 +122,14 @@ pub enum VirtualTable {
     PgSettings,
     /// pg_catalog.pg_am
     PgAm,
+    /// pg_catalog.pg_attrdef (column defaults, as SQL text)
+    PgAttrdef,
+    /// pg_catalog.pg_constraint (primary keys)
+    PgConstraint,
+    /// pg_catalog.pg_collation
+    PgCollation,
+    /// pg_catalog.pg_roles (the one user)
+    PgRoles,
     /// An always-empty catalog table psql or drivers join with (pg_description, ...).
     Empty(&'static str),
 }
@@ -207,6 +220,32 @@ pub enum Plan {
     },
     /// UNION [ALL] of inputs.
     Union(Vec<Plan>, bool),
+    /// A projection whose expressions read correlated subqueries: for each input row, every
+    /// subquery runs with that row's values in place of its outer references, its result
+    /// fills the subquery's slot, then the expressions are evaluated.
+    Apply {
+        /// Input.
+        input: Box<Plan>,
+        /// The correlated subqueries the expressions read: slot, and plan over the input row.
+        subs: Vec<CorrelatedSub>,
+        /// Output expressions over the input row.
+        exprs: Vec<Expr>,
+    },
+    /// The slot of a correlated subquery in the statement's list of subqueries run before
+    /// it: running it is a planner bug or a correlated subquery where only uncorrelated
+    /// ones are supported, and fails with a clear error instead of a wrong answer.
+    Correlated,
+}
+
+/// A correlated subquery attached to the `Plan::Apply` that runs it once per row.
+#[derive(Debug, Clone)]
+pub struct CorrelatedSub {
+    /// Its slot (where `Expr::Subquery`, `Exists` and `InSubquery` read the result).
+    pub slot: usize,
+    /// Its plan, with `Expr::Outer` for the columns of the Apply's input row.
+    pub plan: Plan,
+    /// Used with IN (the result is kept as a set).
+    pub as_set: bool,
 }
 
 /// A planned query: its operators and output columns.
@@ -323,6 +362,154 @@ impl Plan {
                     i.explain(depth + 1, out);
                 }
             }
+            Plan::Apply { input, subs, .. } => {
+                line(format!(
+                    "Correlated SubPlan{} (per row)",
+                    if subs.len() == 1 { "" } else { "s" }
+                ));
+                input.explain(depth + 1, out);
+                for s in subs {
+                    s.plan.explain(depth + 1, out);
+                }
+            }
+            Plan::Correlated => line("Correlated SubPlan (run by its Apply)".into()),
+        }
+    }
+
+    /// The plan of a correlated subquery for one row of its enclosing query: every
+    /// `Expr::Outer` becomes that row's value. Nested Applies keep their own subqueries'
+    /// outer references, which point at the nested query's rows, not at `outer`.
+    pub fn bind_outer(&self, outer: &[Datum]) -> Plan {
+        self.map_exprs(&|e| e.bind_outer(outer))
+    }
+
+    /// A copy with `f` applied to every expression of the tree (not inside the subqueries
+    /// of nested Applies).
+    pub fn map_exprs(&self, f: &dyn Fn(&Expr) -> Expr) -> Plan {
+        let b = |p: &Plan| Box::new(p.map_exprs(f));
+        let v = |es: &[Expr]| es.iter().map(f).collect::<Vec<_>>();
+        let o = |e: &Option<Expr>| e.as_ref().map(f);
+        match self {
+            Plan::OneRow | Plan::Virtual(_) | Plan::Correlated => self.clone(),
+            Plan::Values(rows) => Plan::Values(rows.iter().map(|r| v(r)).collect()),
+            Plan::Scan(s) => Plan::Scan(s.map_exprs(f)),
+            Plan::Series(a, c, step) => Plan::Series(f(a), f(c), o(step)),
+            Plan::Filter(p, e) => Plan::Filter(b(p), f(e)),
+            Plan::Project(p, es) => Plan::Project(b(p), v(es)),
+            Plan::NestedLoop {
+                left,
+                right,
+                on,
+                left_join,
+                right_width,
+            } => Plan::NestedLoop {
+                left: b(left),
+                right: b(right),
+                on: o(on),
+                left_join: *left_join,
+                right_width: *right_width,
+            },
+            Plan::IndexJoin {
+                left,
+                right,
+                key,
+                on,
+                left_join,
+            } => Plan::IndexJoin {
+                left: b(left),
+                right: right.map_exprs(f),
+                key: v(key),
+                on: o(on),
+                left_join: *left_join,
+            },
+            Plan::HashJoin {
+                left,
+                right,
+                left_keys,
+                right_keys,
+                on,
+                left_join,
+                right_width,
+            } => Plan::HashJoin {
+                left: b(left),
+                right: b(right),
+                left_keys: v(left_keys),
+                right_keys: v(right_keys),
+                on: o(on),
+                left_join: *left_join,
+                right_width: *right_width,
+            },
+            Plan::Aggregate {
+                input,
+                groups,
+                aggs,
+            } => Plan::Aggregate {
+                input: b(input),
+                groups: v(groups),
+                aggs: aggs
+                    .iter()
+                    .map(|a| AggCall {
+                        arg: o(&a.arg),
+                        ..a.clone()
+                    })
+                    .collect(),
+            },
+            Plan::Sort(p, keys) => Plan::Sort(
+                b(p),
+                keys.iter()
+                    .map(|k| SortKey {
+                        expr: f(&k.expr),
+                        ..k.clone()
+                    })
+                    .collect(),
+            ),
+            Plan::Distinct(p, n) => Plan::Distinct(b(p), *n),
+            Plan::Limit {
+                input,
+                limit,
+                offset,
+            } => Plan::Limit {
+                input: b(input),
+                limit: o(limit),
+                offset: o(offset),
+            },
+            Plan::Union(inputs, all) => {
+                Plan::Union(inputs.iter().map(|p| p.map_exprs(f)).collect(), *all)
+            }
+            Plan::Apply { input, subs, exprs } => Plan::Apply {
+                input: b(input),
+                subs: subs.clone(),
+                exprs: v(exprs),
+            },
+        }
+    }
+}
+
+impl KeyRange {
+    fn map_exprs(&self, f: &dyn Fn(&Expr) -> Expr) -> KeyRange {
+        KeyRange {
+            eq: self.eq.iter().map(f).collect(),
+            lower: self.lower.as_ref().map(|(e, i)| (f(e), *i)),
+            upper: self.upper.as_ref().map(|(e, i)| (f(e), *i)),
+        }
+    }
+}
+
+impl ScanNode {
+    fn map_exprs(&self, f: &dyn Fn(&Expr) -> Expr) -> ScanNode {
+        let v = |es: &[Expr]| es.iter().map(f).collect::<Vec<_>>();
+        ScanNode {
+            access: match &self.access {
+                Access::Full => Access::Full,
+                Access::PkPoint(k) => Access::PkPoint(v(k)),
+                Access::PkMulti(ks) => Access::PkMulti(ks.iter().map(|k| v(k)).collect()),
+                Access::PkPrefixes(ks) => Access::PkPrefixes(ks.iter().map(|k| v(k)).collect()),
+                Access::PkRange(r) => Access::PkRange(r.map_exprs(f)),
+                Access::Index(i, r) => Access::Index(*i, r.map_exprs(f)),
+            },
+            filter: self.filter.as_ref().map(f),
+            limit: self.limit.as_ref().map(f),
+            ..self.clone()
         }
     }
 }

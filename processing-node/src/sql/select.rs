@@ -11,7 +11,7 @@ use crate::sql::bind::{
 use crate::sql::error::SqlError;
 use crate::sql::expr::{CmpOp, Expr};
 use crate::sql::pg_catalog;
-use crate::sql::plan::{Access, Plan, QueryPlan, ScanNode, SortKey};
+use crate::sql::plan::{Access, CorrelatedSub, Plan, QueryPlan, ScanNode, SortKey};
 use crate::sql::types::{Column, PgType};
 use crate::sql::value::ArithOp;
 
@@ -763,7 +763,15 @@ impl Planner<'_> {
         if let Some(flat) = crate::sql::decorrelate::decorrelate(s)? {
             return self.plan_select(&flat, order_by, limit, offset, for_update);
         }
+        let mark = self.pending.len();
         let (rels, scope, mut preds) = self.plan_from(&s.from)?;
+        if self.pending.len() > mark {
+            return Err(SqlError::unsupported(
+                "a correlated subquery in FROM or JOIN ... ON",
+            ));
+        }
+        // WHERE conjuncts that read correlated subqueries run after the joins, per row.
+        let mut late_preds = Vec::new();
         if let Some(w) = &s.selection {
             if Self::has_aggregate(w) {
                 return Err(SqlError::new(
@@ -772,7 +780,16 @@ impl Planner<'_> {
                 ));
             }
             let p = self.bind_predicate(w, &scope)?;
-            conjuncts(p, &mut preds);
+            let slots: Vec<usize> = self.pending[mark..].iter().map(|(s, _)| *s).collect();
+            let mut all = Vec::new();
+            conjuncts(p, &mut all);
+            for c in all {
+                if c.reads_slots(&slots) {
+                    late_preds.push(c);
+                } else {
+                    preds.push(c);
+                }
+            }
         }
         // Projection items, with wildcards expanded.
         let mut items = Vec::new();
@@ -864,8 +881,40 @@ impl Planner<'_> {
         let result = self.plan_select_outputs(&items, &scope, s, order_by, grouped);
         let agg = self.agg.take();
         let (mut exprs, columns, having, order_items) = result?;
+        if grouped && self.pending.len() > mark {
+            return Err(SqlError::unsupported(
+                "a correlated subquery in a query with GROUP BY or aggregates",
+            ));
+        }
+        let correlated: Vec<CorrelatedSub> = self
+            .pending
+            .drain(mark..)
+            .map(|(slot, q)| CorrelatedSub {
+                slot,
+                plan: q.plan,
+                as_set: false,
+            })
+            .collect();
+        let correlated = self.attach(correlated);
         implied_equalities(&mut preds);
         let (mut plan, chosen) = self.plan_joins(rels, preds, for_update);
+        if !late_preds.is_empty() {
+            let width = scope.cols.len();
+            let mut pred = late_preds.remove(0);
+            for p in late_preds {
+                pred = Expr::And(Box::new(pred), Box::new(p));
+            }
+            let subs = reading(&correlated, std::slice::from_ref(&pred));
+            let mut cols: Vec<Expr> = (0..width).map(Expr::Column).collect();
+            cols.push(pred);
+            plan = Plan::Apply {
+                input: Box::new(plan),
+                subs,
+                exprs: cols,
+            };
+            plan = Plan::Filter(Box::new(plan), Expr::Column(width));
+            plan = Plan::Project(Box::new(plan), (0..width).map(Expr::Column).collect());
+        }
         if let Some(ctx) = agg {
             plan = Plan::Aggregate {
                 input: Box::new(plan),
@@ -920,7 +969,16 @@ impl Planner<'_> {
             scan.limit = Some(wanted);
         }
         let extra = exprs.len() > visible;
-        plan = Plan::Project(Box::new(plan), std::mem::take(&mut exprs));
+        let subs = reading(&correlated, &exprs);
+        plan = if subs.is_empty() {
+            Plan::Project(Box::new(plan), std::mem::take(&mut exprs))
+        } else {
+            Plan::Apply {
+                input: Box::new(plan),
+                subs,
+                exprs: std::mem::take(&mut exprs),
+            }
+        };
         if s.distinct.is_some() {
             if extra {
                 return Err(SqlError::new(
@@ -1060,6 +1118,29 @@ impl Planner<'_> {
             });
         }
         Ok((exprs, columns, having, order_items))
+    }
+}
+
+/// The correlated subqueries among `subs` that `exprs` read.
+fn reading(subs: &[CorrelatedSub], exprs: &[Expr]) -> Vec<CorrelatedSub> {
+    subs.iter()
+        .filter(|s| exprs.iter().any(|e| e.reads_slots(&[s.slot])))
+        .cloned()
+        .collect()
+}
+
+impl Planner<'_> {
+    /// Takes over the correlated subqueries of one SELECT for its `Plan::Apply`: their
+    /// slots' placeholders become empty plans (run cheaply before the statement, then
+    /// overwritten per row), and each keeps whether its result is used as a set.
+    fn attach(&mut self, mut subs: Vec<CorrelatedSub>) -> Vec<CorrelatedSub> {
+        for s in &mut subs {
+            if let Some(slot) = self.subqueries.get_mut(s.slot) {
+                slot.plan.plan = Plan::Values(Vec::new());
+                s.as_set = slot.as_set;
+            }
+        }
+        subs
     }
 }
 

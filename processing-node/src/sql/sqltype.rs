@@ -154,14 +154,24 @@ impl SqlType {
             DataType::Bytea => SqlType::Bytea,
             DataType::Custom(name, _) => {
                 let n = name.to_string().to_lowercase();
-                match n.as_str() {
-                    "int2" => SqlType::Int2,
-                    "int4" | "serial" => SqlType::Int4,
-                    "int8" | "bigserial" => SqlType::Int8,
-                    "float4" => SqlType::Float4,
+                // Catalog queries name types by schema (`::pg_catalog.text`); there is one
+                // set of built-in types, so the `pg_catalog.` qualifier changes nothing.
+                let bare = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+                match bare {
+                    "bool" | "boolean" => SqlType::Bool,
+                    "int2" | "smallint" => SqlType::Int2,
+                    "int4" | "int" | "integer" | "serial" => SqlType::Int4,
+                    "int8" | "bigint" | "bigserial" => SqlType::Int8,
+                    "numeric" | "decimal" => SqlType::Numeric(None),
+                    "float4" | "real" => SqlType::Float4,
                     "float8" => SqlType::Float8,
                     "bpchar" => SqlType::Char(1),
-                    "name" | "regclass" | "oid" => SqlType::Text,
+                    "varchar" => SqlType::Varchar(None),
+                    "text" | "name" | "regclass" | "regtype" | "regproc" | "regnamespace"
+                    | "oid" | "char" => SqlType::Text,
+                    "date" => SqlType::Date,
+                    "timestamp" => SqlType::Timestamp,
+                    "bytea" => SqlType::Bytea,
                     _ => {
                         return Err(SqlError::new(
                             "42704",
@@ -171,6 +181,8 @@ impl SqlType {
                 }
             }
             DataType::Regclass => SqlType::Text,
+            // Arrays travel in their text form ({1,2,3}).
+            DataType::Array(_) => SqlType::Text,
             other => {
                 return Err(SqlError::new(
                     "42704",
