@@ -10,7 +10,7 @@ use crate::sql::catalog::Catalog;
 use crate::sql::error::SqlError;
 use crate::sql::expr::{CmpOp, Expr};
 use crate::sql::func::Func;
-use crate::sql::plan::{AggCall, AggFunc, Plan, QueryPlan};
+use crate::sql::plan::{AggCall, AggFunc, Plan, QueryPlan, SortKey, SrfCall, SrfKind, WindowCall};
 use crate::sql::sqltype::SqlType;
 use crate::sql::types::PgType;
 use crate::sql::value::{ArithOp, cast};
@@ -94,6 +94,21 @@ pub struct Planner<'a> {
     /// Correlated subqueries planned but not yet attached to the `Plan::Apply` of the query
     /// that reads them (by slot, with the plan run once per outer row).
     pub(crate) pending: Vec<(usize, QueryPlan)>,
+    /// Window function calls found while binding a SELECT's outputs.
+    pub(crate) windows: Vec<WindowCall>,
+    /// Where the select being bound puts window results: its input width and the first
+    /// of its calls in `windows` (none outside a SELECT list or ORDER BY).
+    pub(crate) window_base: Option<(usize, usize)>,
+    /// Set-returning function calls found while binding a SELECT's outputs, with their SQL
+    /// text (the same call written twice is computed once).
+    pub(crate) srfs: Vec<(String, SrfCall)>,
+    /// Like `window_base`, for set-returning functions.
+    pub(crate) srf_base: Option<(usize, usize)>,
+    /// The record field names of the output columns of the SELECT planned last (for the
+    /// columns of a derived table).
+    pub(crate) output_records: Vec<Option<&'static [&'static str]>>,
+    /// Columns of derived tables that hold records: relation, column, field names.
+    pub(crate) record_cols: Vec<(String, String, &'static [&'static str])>,
 }
 
 /// The lower-cased (unless quoted) name of an identifier.
@@ -183,6 +198,12 @@ impl<'a> Planner<'a> {
             outer: Vec::new(),
             correlated: Vec::new(),
             pending: Vec::new(),
+            windows: Vec::new(),
+            window_base: None,
+            srfs: Vec::new(),
+            srf_base: None,
+            output_records: Vec::new(),
+            record_cols: Vec::new(),
         }
     }
 
@@ -539,6 +560,11 @@ impl<'a> Planner<'a> {
                         (Expr::Or(Box::new(a), Box::new(b)), PgType::Bool)
                     }
                 }
+                BinaryOperator::BitwiseAnd => {
+                    let (a, _) = self.bind(left, scope)?;
+                    let (b, _) = self.bind(right, scope)?;
+                    (Expr::Func(Func::BitAnd, vec![a, b]), PgType::Int8)
+                }
                 BinaryOperator::StringConcat => {
                     let (a, ta) = self.bind(left, scope)?;
                     let (b, tb) = self.bind(right, scope)?;
@@ -830,9 +856,33 @@ impl<'a> Planner<'a> {
                 let (arr, _) = self.bind(right, scope)?;
                 (Expr::Func(Func::ArrayAny(op), vec![x, arr]), PgType::Bool)
             }
+            E::CompoundFieldAccess { root, access_chain }
+                if let [ast::AccessExpr::Dot(ast::Expr::Identifier(field))] =
+                    access_chain.as_slice() =>
+            {
+                self.field_access(root, &ident(field), scope)?
+            }
             E::CompoundFieldAccess { root, access_chain } => {
-                let (mut x, _) = self.bind(root, scope)?;
-                for a in access_chain {
+                // `t.col[i]` parses as `t` with `.col` and `[i]`: the dots name the column.
+                let mut parts = match &**root {
+                    E::Identifier(i) => vec![i.clone()],
+                    E::CompoundIdentifier(p) => p.clone(),
+                    _ => Vec::new(),
+                };
+                let mut chain = access_chain.as_slice();
+                while !parts.is_empty()
+                    && let Some((ast::AccessExpr::Dot(E::Identifier(i)), rest)) =
+                        chain.split_first()
+                {
+                    parts.push(i.clone());
+                    chain = rest;
+                }
+                let (mut x, _) = if parts.len() > 1 {
+                    self.bind(&E::CompoundIdentifier(parts), scope)?
+                } else {
+                    self.bind(root, scope)?
+                };
+                for a in chain {
                     let ast::AccessExpr::Subscript(ast::Subscript::Index { index }) = a else {
                         return Err(SqlError::unsupported(format!("field access {a}")));
                     };
@@ -863,15 +913,16 @@ impl<'a> Planner<'a> {
                 trim_what,
                 ..
             } => {
-                if trim_what.is_some() {
-                    return Err(SqlError::unsupported("TRIM with characters"));
-                }
                 let f = match trim_where {
                     Some(ast::TrimWhereField::Leading) => Func::Ltrim,
                     Some(ast::TrimWhereField::Trailing) => Func::Rtrim,
                     _ => Func::Trim,
                 };
-                (Expr::Func(f, vec![self.bind(expr, scope)?.0]), PgType::Text)
+                let mut args = vec![self.bind(expr, scope)?.0];
+                if let Some(w) = trim_what {
+                    args.push(self.bind(w, scope)?.0);
+                }
+                (Expr::Func(f, args), PgType::Text)
             }
             E::Position { expr, r#in } => {
                 let sub = self.bind(expr, scope)?.0;
@@ -1004,8 +1055,16 @@ impl<'a> Planner<'a> {
                 format!("aggregate function {name} is not allowed here"),
             ));
         }
-        if f.over.is_some() {
-            return Err(SqlError::unsupported("window functions"));
+        if let Some(over) = &f.over {
+            return self.window_call(&name, f, over, scope);
+        }
+        let srf = match name.as_str() {
+            "unnest" => Some(SrfKind::Unnest),
+            "_pg_expandarray" => Some(SrfKind::ExpandArray),
+            _ => None,
+        };
+        if let Some(kind) = srf {
+            return self.srf_call(kind, f, scope);
         }
         let args: Vec<&ast::Expr> = match &f.args {
             ast::FunctionArguments::None => Vec::new(),
@@ -1051,6 +1110,159 @@ impl<'a> Planner<'a> {
             }
         }
         Ok((Expr::Func(func, bound), ty))
+    }
+
+    /// Binds `row_number() OVER (...)`: the call is computed by the select's `Plan::Window`
+    /// and read here as the column it appends.
+    fn window_call(
+        &mut self,
+        name: &str,
+        f: &ast::Function,
+        over: &ast::WindowType,
+        scope: &Scope,
+    ) -> Result<(Expr, PgType), SqlError> {
+        let no_args = match &f.args {
+            ast::FunctionArguments::None => true,
+            ast::FunctionArguments::List(l) => l.args.is_empty(),
+            ast::FunctionArguments::Subquery(_) => false,
+        };
+        if name != "row_number" || !no_args {
+            return Err(SqlError::unsupported(format!("window function {name}")));
+        }
+        let ast::WindowType::WindowSpec(spec) = over else {
+            return Err(SqlError::unsupported("named windows"));
+        };
+        let Some((width, first)) = self.window_base else {
+            return Err(SqlError::new(
+                "42P20",
+                "window functions are not allowed here",
+            ));
+        };
+        let mut partition = Vec::new();
+        for e in &spec.partition_by {
+            partition.push(self.bind(e, scope)?.0);
+        }
+        let mut order = Vec::new();
+        for o in &spec.order_by {
+            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+            order.push(SortKey {
+                expr: self.bind(&o.expr, scope)?.0,
+                desc,
+                nulls_first: o.options.nulls_first.unwrap_or(desc),
+            });
+        }
+        self.windows.push(WindowCall { partition, order });
+        Ok((
+            Expr::Column(width + self.windows.len() - 1 - first),
+            PgType::Int8,
+        ))
+    }
+
+    /// Binds a set-returning function of a SELECT list: the select's `Plan::ProjectSet`
+    /// computes it, and it reads here as the column(s) appended (a record for
+    /// `_pg_expandarray`).
+    fn srf_call(
+        &mut self,
+        kind: SrfKind,
+        f: &ast::Function,
+        scope: &Scope,
+    ) -> Result<(Expr, PgType), SqlError> {
+        let Some((width, first)) = self.srf_base else {
+            return Err(SqlError::unsupported(format!(
+                "set-returning function {} outside a SELECT list",
+                object_name(&f.name)
+            )));
+        };
+        let arg = match &f.args {
+            ast::FunctionArguments::List(l) if l.args.len() == 1 => match &l.args[0] {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => e,
+                _ => return Err(SqlError::syntax(format!("bad argument to {}", f.name))),
+            },
+            _ => {
+                return Err(SqlError::new(
+                    "42883",
+                    format!("function {} does not exist", f.name),
+                ));
+            }
+        };
+        let text = f.to_string();
+        let existing = self.srfs[first..].iter().position(|(t, _)| *t == text);
+        let k = match existing {
+            Some(k) => k,
+            None => {
+                let (arg, _) = self.bind(arg, scope)?;
+                self.srfs.push((text, SrfCall { kind, arg }));
+                self.srfs.len() - 1 - first
+            }
+        };
+        let offset: usize = self.srfs[first..first + k]
+            .iter()
+            .map(|(_, c)| c.kind.width())
+            .sum();
+        let col = width + offset;
+        Ok(match kind {
+            SrfKind::Unnest => (Expr::Column(col), PgType::Text),
+            SrfKind::ExpandArray => (
+                Expr::Func(
+                    Func::Record(&["x", "n"]),
+                    vec![Expr::Column(col), Expr::Column(col + 1)],
+                ),
+                PgType::Text,
+            ),
+        })
+    }
+
+    /// `(record).field`: a field of a record built in this query, or of a derived table's
+    /// record column.
+    fn field_access(
+        &mut self,
+        root: &ast::Expr,
+        field: &str,
+        scope: &Scope,
+    ) -> Result<(Expr, PgType), SqlError> {
+        let mut root = root;
+        while let ast::Expr::Nested(inner) = root {
+            root = inner;
+        }
+        let missing = || {
+            SqlError::new(
+                "42703",
+                format!("could not identify column \"{field}\" in record data type"),
+            )
+        };
+        let (x, _) = self.bind(root, scope)?;
+        if let Expr::Func(Func::Record(fields), args) = &x {
+            let i = fields
+                .iter()
+                .position(|f| *f == field)
+                .ok_or_else(missing)?;
+            let t = if *fields == ["x", "n"] {
+                PgType::Int8
+            } else {
+                PgType::Text
+            };
+            return Ok((args[i].clone(), t));
+        }
+        let (rel, name) = match root {
+            ast::Expr::Identifier(i) => (None, ident(i)),
+            ast::Expr::CompoundIdentifier(parts) => (
+                parts.iter().rev().nth(1).map(ident),
+                parts.last().map(ident).unwrap_or_default(),
+            ),
+            _ => return Err(SqlError::unsupported(format!("field access on {root}"))),
+        };
+        let fields = self
+            .record_cols
+            .iter()
+            .rev()
+            .find(|(r, n, _)| *n == name && rel.as_ref().is_none_or(|x| x == r))
+            .map(|(_, _, f)| *f)
+            .ok_or_else(|| SqlError::new("42809", format!("column \"{name}\" is not a record")))?;
+        let i = fields
+            .iter()
+            .position(|f| *f == field)
+            .ok_or_else(missing)?;
+        Ok((Expr::Func(Func::RecordField(i), vec![x]), PgType::Text))
     }
 
     /// `pg_get_indexdef(oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`

@@ -393,6 +393,14 @@ impl<'a> Exec<'a> {
                 }
                 Plan::Apply { input, subs, exprs } => self.apply(input, subs, exprs).await?,
                 Plan::Correlated => return Err(crate::sql::apply::unattached()),
+                Plan::ProjectSet { input, srfs } => {
+                    let rows = self.run(input).await?;
+                    crate::sql::apply::project_set(rows, srfs, &self.eval_ctx())?
+                }
+                Plan::Window { input, calls } => {
+                    let rows = self.run(input).await?;
+                    crate::sql::apply::window(rows, calls, &self.eval_ctx())?
+                }
             })
         })
     }

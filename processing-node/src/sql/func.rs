@@ -77,6 +77,12 @@ pub enum Func {
     ArrayElem,
     /// x op ANY (array), by comparison operator
     ArrayAny(CmpOp),
+    /// a & b on integers
+    BitAnd,
+    /// A row value (record) with these field names, in its text form `(a,b)`.
+    Record(&'static [&'static str]),
+    /// A field of a record in text form, by position.
+    RecordField(usize),
     /// pg_get_expr(expression, relation [, pretty]): the catalog keeps expressions (column
     /// defaults) as their SQL text, so this returns its first argument.
     GetExpr,
@@ -111,13 +117,13 @@ impl Func {
             ("current_date", 0) => Func::CurrentDate,
             ("greatest", n) if n > 0 => Func::Greatest,
             ("least", n) if n > 0 => Func::Least,
-            ("btrim" | "trim", 1) => Func::Trim,
-            ("ltrim", 1) => Func::Ltrim,
-            ("rtrim", 1) => Func::Rtrim,
+            ("btrim" | "trim", 1 | 2) => Func::Trim,
+            ("ltrim", 1 | 2) => Func::Ltrim,
+            ("rtrim", 1 | 2) => Func::Rtrim,
             ("concat", _) => Func::Concat,
             ("mod", 2) => Func::Mod,
             ("version", 0) => Func::Version,
-            ("current_database", 0) => Func::Constant("shmdb"),
+            ("current_database" | "current_catalog", 0) => Func::Constant("shmdb"),
             ("current_schema", 0) => Func::Constant("public"),
             ("current_user" | "session_user" | "user", 0) => Func::Constant("shmdb"),
             ("strpos", 2) => Func::Strpos,
@@ -174,7 +180,8 @@ impl Func {
             Func::Regex(..) | Func::True | Func::ArrayAny(_) => PgType::Bool,
             Func::NullText | Func::FormatType | Func::GetExpr | Func::ArrayToString => PgType::Text,
             Func::ArrayUpper => PgType::Int4,
-            Func::ArrayElem => PgType::Text,
+            Func::ArrayElem | Func::Record(_) | Func::RecordField(_) => PgType::Text,
+            Func::BitAnd => PgType::Int8,
             Func::CurrentDate => PgType::Date,
             Func::Power => match first {
                 PgType::Numeric => PgType::Numeric,
@@ -354,9 +361,35 @@ pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlEr
             }
             best
         }
-        Func::Trim => Datum::Text(as_text(next())?.trim_matches(' ').to_string()),
-        Func::Ltrim => Datum::Text(as_text(next())?.trim_start_matches(' ').to_string()),
-        Func::Rtrim => Datum::Text(as_text(next())?.trim_end_matches(' ').to_string()),
+        Func::Trim | Func::Ltrim | Func::Rtrim => {
+            let v = as_text(next())?;
+            let chars: Vec<char> = match next() {
+                Datum::Null => vec![' '],
+                d => as_text(d)?.chars().collect(),
+            };
+            let strip = |c: char| chars.contains(&c);
+            Datum::Text(match f {
+                Func::Ltrim => v.trim_start_matches(strip).to_string(),
+                Func::Rtrim => v.trim_end_matches(strip).to_string(),
+                _ => v.trim_matches(strip).to_string(),
+            })
+        }
+        Func::BitAnd => Datum::Int(int_arg(&next())? & int_arg(&next())?),
+        Func::Record(_) => {
+            let mut items = Vec::new();
+            for d in it.by_ref() {
+                items.push(d);
+            }
+            Datum::Text(format_record(&items)?)
+        }
+        Func::RecordField(k) => {
+            let items = parse_record(&as_text(next())?)?;
+            items
+                .into_iter()
+                .nth(k)
+                .flatten()
+                .map_or(Datum::Null, Datum::Text)
+        }
         Func::Concat => {
             let mut s = String::new();
             for a in it.by_ref() {
@@ -432,9 +465,12 @@ pub fn call(f: Func, args: Vec<Datum>, ctx: &EvalCtx<'_>) -> Result<Datum, SqlEr
             }
         }
         Func::ArrayElem => {
-            let items = parse_array(&as_text(next())?)?;
+            let text = as_text(next())?;
+            let items = parse_array(&text)?;
+            // Vectors count from 0, arrays from 1.
+            let first = if is_vector(&text) { 0 } else { 1 };
             let k = int_arg(&next())?;
-            usize::try_from(k - 1)
+            usize::try_from(k - first)
                 .ok()
                 .and_then(|k| items.into_iter().nth(k).flatten())
                 .map_or(Datum::Null, Datum::Text)
@@ -563,6 +599,10 @@ fn with_typmod(t: PgType, typmod: Option<i64>) -> SqlType {
 /// text here, as they do on the wire.
 pub fn parse_array(s: &str) -> Result<Vec<Option<String>>, SqlError> {
     let bad = || SqlError::new("22P02", format!("malformed array literal: \"{s}\""));
+    if is_vector(s) {
+        // int2vector / oidvector (pg_index.indkey): numbers separated by spaces.
+        return Ok(s.split_whitespace().map(|v| Some(v.to_string())).collect());
+    }
     let inner = s
         .trim()
         .strip_prefix('{')
@@ -646,5 +686,81 @@ fn kind_type(d: &Datum) -> SqlType {
         Datum::Timestamp(_) => SqlType::Timestamp,
         Datum::Bytes(_) => SqlType::Bytea,
         Datum::Null | Datum::Text(_) => SqlType::Text,
+    }
+}
+
+/// Whether an array's text is a vector type's (`1 2 3`, subscripts from 0) rather than an
+/// array's (`{1,2,3}`, subscripts from 1).
+fn is_vector(s: &str) -> bool {
+    let t = s.trim();
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+}
+
+/// Formats a record in PostgreSQL's text form: `(1,"a b",)` (an empty field is NULL).
+pub fn format_record(items: &[Datum]) -> Result<String, SqlError> {
+    let mut parts = Vec::with_capacity(items.len());
+    for d in items {
+        if d.is_null() {
+            parts.push(String::new());
+            continue;
+        }
+        let v = as_text(d.clone())?;
+        let plain = !v.is_empty()
+            && !v
+                .chars()
+                .any(|c| matches!(c, '(' | ')' | ',' | '"' | '\\') || c.is_whitespace());
+        parts.push(if plain {
+            v
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        });
+    }
+    Ok(format!("({})", parts.join(",")))
+}
+
+/// Parses a record's text form; an empty unquoted field is NULL.
+pub fn parse_record(s: &str) -> Result<Vec<Option<String>>, SqlError> {
+    let bad = || SqlError::new("22P02", format!("malformed record literal: \"{s}\""));
+    let inner = s
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        let mut quoted = false;
+        let mut more = false;
+        while let Some(c) = chars.next() {
+            match c {
+                ',' => {
+                    more = true;
+                    break;
+                }
+                '"' => {
+                    quoted = true;
+                    loop {
+                        match chars.next() {
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                item.push('"');
+                            }
+                            Some('"') => break,
+                            Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                            Some(c) => item.push(c),
+                            None => return Err(bad()),
+                        }
+                    }
+                }
+                c => item.push(c),
+            }
+        }
+        out.push((quoted || !item.is_empty()).then_some(item));
+        if !more {
+            return Ok(out);
+        }
     }
 }

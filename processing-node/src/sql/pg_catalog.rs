@@ -381,7 +381,12 @@ pub fn columns(v: VirtualTable) -> Vec<(&'static str, PgType)> {
             ("rolconnlimit", Int4),
             ("rolbypassrls", Bool),
         ],
-        VirtualTable::PgAm => vec![("oid", Int8), ("amname", Text), ("amtype", Text)],
+        VirtualTable::PgAm => vec![
+            ("oid", Int8),
+            ("amname", Text),
+            ("amtype", Text),
+            ("amcanorder", Bool),
+        ],
         VirtualTable::PgNamespace => vec![("oid", Int8), ("nspname", Text), ("nspowner", Int8)],
         VirtualTable::PgAttribute => vec![
             ("attrelid", Int8),
@@ -823,8 +828,8 @@ pub fn rows(v: VirtualTable, catalog: &Catalog) -> Vec<Vec<Datum>> {
         })
         .collect(),
         VirtualTable::PgAm => vec![
-            vec![Datum::Int(2), text("heap"), text("t")],
-            vec![Datum::Int(403), text("btree"), text("i")],
+            vec![Datum::Int(2), text("heap"), text("t"), Datum::Bool(false)],
+            vec![Datum::Int(403), text("btree"), text("i"), Datum::Bool(true)],
         ],
         VirtualTable::PgDatabase => {
             vec![vec![Datum::Int(1), text("shmdb"), Datum::Int(6), text("C")]]

@@ -231,10 +231,66 @@ pub enum Plan {
         /// Output expressions over the input row.
         exprs: Vec<Expr>,
     },
+    /// Window functions over the input rows (row_number() OVER (PARTITION BY .. ORDER BY ..)):
+    /// each call appends one column; rows keep their input order.
+    Window {
+        /// Input.
+        input: Box<Plan>,
+        /// The calls, in the order of the columns they append.
+        calls: Vec<WindowCall>,
+    },
+    /// Set-returning functions of a SELECT list (`unnest(a)`, `_pg_expandarray(a)`): each
+    /// input row becomes as many rows as its longest function result, with the functions'
+    /// columns appended (NULL where a shorter result has run out).
+    ProjectSet {
+        /// Input.
+        input: Box<Plan>,
+        /// The calls, in the order of the columns they append.
+        srfs: Vec<SrfCall>,
+    },
     /// The slot of a correlated subquery in the statement's list of subqueries run before
     /// it: running it is a planner bug or a correlated subquery where only uncorrelated
     /// ones are supported, and fails with a clear error instead of a wrong answer.
     Correlated,
+}
+
+/// A set-returning function of a SELECT list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrfKind {
+    /// unnest(array): one column, the elements.
+    Unnest,
+    /// information_schema._pg_expandarray(array): the record (x, n) of each element and its
+    /// position from 1 (drivers read index keys with it).
+    ExpandArray,
+}
+
+impl SrfKind {
+    /// The columns a call appends.
+    pub fn width(self) -> usize {
+        match self {
+            SrfKind::Unnest => 1,
+            SrfKind::ExpandArray => 2,
+        }
+    }
+}
+
+/// One set-returning function call over the input row.
+#[derive(Debug, Clone)]
+pub struct SrfCall {
+    /// The function.
+    pub kind: SrfKind,
+    /// Its array argument.
+    pub arg: Expr,
+}
+
+/// One window function call: `row_number()` numbers the rows of each partition in the
+/// window's order, from 1.
+#[derive(Debug, Clone)]
+pub struct WindowCall {
+    /// PARTITION BY expressions over the input row.
+    pub partition: Vec<Expr>,
+    /// ORDER BY keys over the input row.
+    pub order: Vec<SortKey>,
 }
 
 /// A correlated subquery attached to the `Plan::Apply` that runs it once per row.
@@ -373,6 +429,14 @@ impl Plan {
                 }
             }
             Plan::Correlated => line("Correlated SubPlan (run by its Apply)".into()),
+            Plan::Window { input, .. } => {
+                line("WindowAgg".into());
+                input.explain(depth + 1, out);
+            }
+            Plan::ProjectSet { input, .. } => {
+                line("ProjectSet".into());
+                input.explain(depth + 1, out);
+            }
         }
     }
 
@@ -476,6 +540,33 @@ impl Plan {
             Plan::Union(inputs, all) => {
                 Plan::Union(inputs.iter().map(|p| p.map_exprs(f)).collect(), *all)
             }
+            Plan::ProjectSet { input, srfs } => Plan::ProjectSet {
+                input: b(input),
+                srfs: srfs
+                    .iter()
+                    .map(|c| SrfCall {
+                        kind: c.kind,
+                        arg: f(&c.arg),
+                    })
+                    .collect(),
+            },
+            Plan::Window { input, calls } => Plan::Window {
+                input: b(input),
+                calls: calls
+                    .iter()
+                    .map(|c| WindowCall {
+                        partition: v(&c.partition),
+                        order: c
+                            .order
+                            .iter()
+                            .map(|k| SortKey {
+                                expr: f(&k.expr),
+                                ..k.clone()
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
             Plan::Apply { input, subs, exprs } => Plan::Apply {
                 input: b(input),
                 subs: subs.clone(),

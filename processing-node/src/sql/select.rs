@@ -10,8 +10,11 @@ use crate::sql::bind::{
 };
 use crate::sql::error::SqlError;
 use crate::sql::expr::{CmpOp, Expr};
+use crate::sql::func::Func;
 use crate::sql::pg_catalog;
-use crate::sql::plan::{Access, CorrelatedSub, Plan, QueryPlan, ScanNode, SortKey};
+use crate::sql::plan::{
+    Access, CorrelatedSub, Plan, QueryPlan, ScanNode, SortKey, SrfCall, WindowCall,
+};
 use crate::sql::types::{Column, PgType};
 use crate::sql::value::ArithOp;
 
@@ -474,11 +477,21 @@ impl Planner<'_> {
             TableFactor::Derived {
                 subquery, alias, ..
             } => {
+                self.output_records.clear();
                 let q = self.plan_query(subquery)?;
+                let records = std::mem::take(&mut self.output_records);
                 let alias_name = alias
                     .as_ref()
                     .map(|a| ident(&a.name))
                     .unwrap_or_else(|| "subquery".into());
+                if records.len() == q.columns.len() {
+                    for (c, r) in q.columns.iter().zip(&records) {
+                        if let Some(fields) = r {
+                            self.record_cols
+                                .push((alias_name.clone(), c.name.clone(), fields));
+                        }
+                    }
+                }
                 for (i, c) in q.columns.iter().enumerate() {
                     let name = alias
                         .as_ref()
@@ -878,9 +891,27 @@ impl Planner<'_> {
                 input: scope.clone(),
             });
         }
+        let window_mark = self.windows.len();
+        let srf_mark = self.srfs.len();
+        let saved_base = self.window_base.replace((scope.cols.len(), window_mark));
+        let saved_srf = self.srf_base.replace((scope.cols.len(), srf_mark));
         let result = self.plan_select_outputs(&items, &scope, s, order_by, grouped);
+        self.window_base = saved_base;
+        self.srf_base = saved_srf;
+        let windows: Vec<WindowCall> = self.windows.drain(window_mark..).collect();
+        let srfs: Vec<SrfCall> = self.srfs.drain(srf_mark..).map(|(_, c)| c).collect();
+        if !srfs.is_empty() && (grouped || !windows.is_empty()) {
+            return Err(SqlError::unsupported(
+                "set-returning functions with aggregates or window functions",
+            ));
+        }
         let agg = self.agg.take();
         let (mut exprs, columns, having, order_items) = result?;
+        if grouped && !windows.is_empty() {
+            return Err(SqlError::unsupported(
+                "window functions in a query with GROUP BY or aggregates",
+            ));
+        }
         if grouped && self.pending.len() > mark {
             return Err(SqlError::unsupported(
                 "a correlated subquery in a query with GROUP BY or aggregates",
@@ -924,6 +955,18 @@ impl Planner<'_> {
         }
         if let Some(h) = having {
             plan = Plan::Filter(Box::new(plan), h);
+        }
+        if !srfs.is_empty() {
+            plan = Plan::ProjectSet {
+                input: Box::new(plan),
+                srfs,
+            };
+        }
+        if !windows.is_empty() {
+            plan = Plan::Window {
+                input: Box::new(plan),
+                calls: windows,
+            };
         }
         let visible = columns.len();
         // Can the scan deliver rows already in ORDER BY order?
@@ -969,6 +1012,13 @@ impl Planner<'_> {
             scan.limit = Some(wanted);
         }
         let extra = exprs.len() > visible;
+        self.output_records = exprs[..visible]
+            .iter()
+            .map(|e| match e {
+                Expr::Func(Func::Record(fields), _) => Some(*fields),
+                _ => None,
+            })
+            .collect();
         let subs = reading(&correlated, &exprs);
         plan = if subs.is_empty() {
             Plan::Project(Box::new(plan), std::mem::take(&mut exprs))
