@@ -7,7 +7,7 @@
 //! HAVING, ORDER BY or LIMIT, and every predicate that reads the outer row is an equality
 //! between an inner expression and an outer one. count(...) becomes
 //! `coalesce(d.v, 0)`, since a group that does not exist counts zero rows, not NULL. Other
-//! shapes of correlation keep their "not supported" error.
+//! shapes of correlation run once per outer row (`Plan::Apply`, see `apply.rs`).
 
 use sqlparser::ast::{self, BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, TableFactor};
 use std::collections::HashSet;

@@ -74,7 +74,8 @@ pub enum Expr {
     Param(usize),
     /// A column of the input row.
     Column(usize),
-    /// A column of an enclosing query's row (correlated subqueries), by depth and position.
+    /// A column of the enclosing query's row (correlated subqueries), by position; replaced
+    /// by the row's value before the subquery runs (`Plan::bind_outer`).
     Outer(usize),
     /// Arithmetic with the static result type.
     Arith(ArithOp, Box<Expr>, Box<Expr>, PgType),
