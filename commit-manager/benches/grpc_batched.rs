@@ -31,7 +31,13 @@ fn main() -> anyhow::Result<()> {
 async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Result<()> {
     let cluster = LocalCluster::start(&ClusterOptions::ephemeral(1, 1)).await?;
     let store = StoreClient::connect(StoreClientConfig::with_seeds(cluster.seeds())).await?;
-    let cfg = ManagerConfig::local(1, cluster.seeds());
+    let mut cfg = ManagerConfig::local(1, cluster.seeds());
+    if let Some(us) = std::env::var("BENCH_GROUP_WAIT_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.group_wait = Duration::from_micros(us);
+    }
     let manager =
         shmdb_commit_manager::start_with_store(cfg, store, Arc::new(NoWritesRecovery)).await?;
     let addr = manager.addr.to_string();
@@ -46,6 +52,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         .map(|i| {
             let mut cfg = CommitClientConfig::new([addr.clone()], i as u64 + 1);
             cfg.max_in_flight = in_flight;
+            cfg.sessions = std::env::var("BENCH_UNARY").is_err();
             CommitClient::new(cfg)
         })
         .collect::<Result<_, _>>()?;
@@ -90,12 +97,18 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         handle.await??;
     }
     let publishes = after.stats.publishes - before.stats.publishes;
+    let waits = &manager.manager.metrics().group_waits;
+    let (complete, timeout) = (
+        waits.with_label_values(&["complete"]).get(),
+        waits.with_label_values(&["timeout"]).get(),
+    );
     println!(
-        "grpc: {tasks} concurrent clients over {clients} CommitClients: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write), snapshot {} bytes",
+        "grpc: {tasks} concurrent clients over {clients} CommitClients: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write), snapshot {} bytes; group waits: {complete} complete, {timeout} timed out",
         count as f64 / elapsed,
         (after.stats.commits - before.stats.commits) as f64 / publishes.max(1) as f64,
         after.snapshot_bytes
     );
+    drop(pool);
     manager.shutdown().await;
     cluster.shutdown().await;
     Ok(())

@@ -52,6 +52,12 @@ pub struct ManagerConfig {
         default_value_t = 4096
     )]
     pub max_batch: u32,
+    /// Longest a publish waits for the clients the previous publish acknowledged to come
+    /// back with their next commit, while the load consists of short transactions (µs; 0 =
+    /// never wait). Keeps such clients in one group per store write instead of two waves
+    /// riding every other write; long transactions are never waited for.
+    #[arg(long = "group-wait-us", env = "SHMDB_GROUP_WAIT_US", value_parser = micros, default_value = "0")]
+    pub group_wait: Duration,
     /// How long a start may wait for a tid block before failing (ms).
     #[arg(long = "start-wait-ms", env = "SHMDB_START_WAIT_MS", value_parser = millis, default_value = "5000")]
     pub start_wait: Duration,
@@ -62,6 +68,13 @@ fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|e| format!("expected milliseconds: {e}"))
+}
+
+/// Parses a duration given in microseconds.
+fn micros(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_micros)
+        .map_err(|e| format!("expected microseconds: {e}"))
 }
 
 impl ManagerConfig {
@@ -79,6 +92,7 @@ impl ManagerConfig {
             heartbeat_timeout: Duration::from_secs(3),
             window: 1 << 21,
             max_batch: 4096,
+            group_wait: Duration::ZERO,
             start_wait: Duration::from_secs(5),
         }
     }

@@ -19,6 +19,7 @@
 //!   to it before starting anything.
 
 mod finish;
+mod group;
 mod heartbeat;
 mod publish;
 mod start;
@@ -289,6 +290,8 @@ pub struct Core {
     state_seq: u64,
     cached: Option<(u64, u64, Arc<SharedSnapshot>)>,
     stats: CoreStats,
+    /// Fresh transactions, for the publisher's group wait.
+    group: group::GroupGauge,
 }
 
 impl Core {
@@ -335,6 +338,7 @@ impl Core {
             state_seq: 0,
             cached: None,
             stats: CoreStats::default(),
+            group: group::GroupGauge::default(),
         }
     }
 

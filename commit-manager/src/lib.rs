@@ -75,6 +75,7 @@ pub mod manager;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod session;
 
 mod bits;
 

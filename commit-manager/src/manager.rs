@@ -73,6 +73,8 @@ pub struct Manager {
     health: Health,
     address: String,
     flush_wake: Notify,
+    /// Woken by every commit or abort, for a publisher waiting for a group.
+    group_wake: Notify,
     lease_wake: Notify,
     tids_ready: Notify,
     durable: watch::Sender<Durable>,
@@ -161,6 +163,7 @@ impl Manager {
             health,
             address,
             flush_wake: Notify::new(),
+            group_wake: Notify::new(),
             lease_wake: Notify::new(),
             tids_ready: Notify::new(),
             durable: watch::channel(Durable::default()).0,
@@ -298,6 +301,7 @@ impl Manager {
                 .with_label_values(&[refusal_label(refusal)])
                 .inc();
         }
+        self.group_wake.notify_waiters();
         if let Some(seq) = wait {
             self.flush_wake.notify_one();
             self.wait_durable(seq).await?;
@@ -350,6 +354,13 @@ impl Manager {
         tasks.push(tokio::spawn(self.clone().expirer()));
     }
 
+    /// Resolves once [`Manager::stop`] was called: long-lived sessions end with it, as their
+    /// connections would in a crash.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
     /// Stops the background tasks (the gRPC server is stopped by its owner). Pending commits
     /// are not acknowledged: their callers see the manager as unreachable, as after a crash.
     pub fn stop(&self) {
@@ -376,6 +387,7 @@ impl Manager {
             for _ in 0..GROUP_YIELDS {
                 tokio::task::yield_now().await;
             }
+            self.gather_group().await;
             match self.publish_once(self.expect_current()).await {
                 Ok(()) => backoff = Duration::from_millis(1),
                 Err(ManagerError::Fenced(id)) => {
@@ -391,6 +403,39 @@ impl Manager {
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                     self.flush_wake.notify_one();
                 }
+            }
+        }
+    }
+
+    /// Waits (at most the group wait) until the clients acknowledged by the last publish
+    /// have come back with their next commit, while the load consists of short
+    /// transactions (see the core's `group` module for why).
+    async fn gather_group(&self) {
+        if self.cfg.group_wait.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.group_wait;
+        let mut waited = false;
+        loop {
+            let woken = self.group_wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.core.lock().group_waiting_for() == 0 {
+                if waited {
+                    self.metrics
+                        .group_waits
+                        .with_label_values(&["complete"])
+                        .inc();
+                }
+                return;
+            }
+            waited = true;
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                self.metrics
+                    .group_waits
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return;
             }
         }
     }

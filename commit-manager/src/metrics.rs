@@ -35,6 +35,9 @@ pub struct ManagerMetrics {
     pub snapshot_bytes: IntGauge,
     /// Publish latency (one store write per group of commits).
     pub publish_seconds: Histogram,
+    /// Publishes that waited for a group of fresh commits, by how the wait ended
+    /// (`complete`: every fresh transaction finished; `timeout`: the group wait ran out).
+    pub group_waits: IntCounterVec,
     /// Publish failures, by kind.
     pub publish_failures: IntCounterVec,
     /// Merge rounds completed.
@@ -89,6 +92,11 @@ impl ManagerMetrics {
             publish_seconds: registry.register_latency_histogram(
                 "shmdb_commit_publish_seconds",
                 "Latency of publishing the manager state (one store write per commit group)",
+            )?,
+            group_waits: registry.register_int_counter_vec(
+                "shmdb_commit_group_waits_total",
+                "Publishes that waited for the commits of fresh short transactions, by how the wait ended",
+                &["outcome"],
             )?,
             publish_failures: registry.register_int_counter_vec(
                 "shmdb_commit_publish_failures_total",

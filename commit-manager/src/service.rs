@@ -51,14 +51,16 @@ pub fn refusal_status(refusal: &Refusal) -> Status {
     }
 }
 
-fn finish_status(err: &FinishError) -> Status {
+/// The status code a failed commit or abort batch maps to.
+pub(crate) fn finish_status(err: &FinishError) -> Status {
     match err {
         FinishError::Refused(refusal) => refusal_status(refusal),
         FinishError::NotServing(_) => Status::unavailable(err.to_string()),
     }
 }
 
-fn outcome(result: &Result<(), Refusal>) -> i32 {
+/// The wire outcome of one commit or abort of a batch.
+pub(crate) fn finish_outcome(result: &Result<(), Refusal>) -> i32 {
     let outcome = match result {
         Ok(()) => pb::FinishOutcome::Ok,
         Err(Refusal::UnknownTid(_)) => pb::FinishOutcome::UnknownTid,
@@ -147,9 +149,21 @@ impl CommitManager for CommitService {
             .await
             .map_err(|e| finish_status(&e))?;
         Ok(Response::new(pb::FinishBatchResponse {
-            commit_outcomes: commits.iter().map(outcome).collect(),
-            abort_outcomes: aborts.iter().map(outcome).collect(),
+            commit_outcomes: commits.iter().map(finish_outcome).collect(),
+            abort_outcomes: aborts.iter().map(finish_outcome).collect(),
         }))
+    }
+
+    type SessionStream = crate::session::SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<tonic::Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(crate::session::serve(
+            self.manager.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn heartbeat(

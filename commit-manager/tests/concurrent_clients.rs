@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
@@ -135,18 +136,31 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_show_every_earlier_commit_and_no_running_transaction() -> anyhow::Result<()> {
+    run_against_oracle(true, Duration::ZERO).await
+}
+
+/// The same over unary `StartBatch` / `FinishBatch` calls instead of sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_batches_keep_the_same_snapshot_rules() -> anyhow::Result<()> {
+    run_against_oracle(false, Duration::ZERO).await
+}
+
+/// The same with the publisher waiting for groups of short transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_waits_keep_the_same_snapshot_rules() -> anyhow::Result<()> {
+    run_against_oracle(true, Duration::from_millis(1)).await
+}
+
+async fn run_against_oracle(sessions: bool, group_wait: Duration) -> anyhow::Result<()> {
     let store = common::store().await?;
-    let manager = common::start_manager(
-        common::manager_config(1, &store),
-        &store,
-        Arc::new(NoWritesRecovery),
-    )
-    .await?;
+    let mut cfg = common::manager_config(1, &store);
+    cfg.group_wait = group_wait;
+    let manager = common::start_manager(cfg, &store, Arc::new(NoWritesRecovery)).await?;
     let addrs = vec![manager.addr.to_string()];
     let oracle = Arc::new(Oracle::default());
     let mut tasks = Vec::new();
     for node in 1..=4u64 {
-        let client = common::client(&addrs, node, 0)?;
+        let client = common::client_with(&addrs, node, 0, sessions)?;
         for w in 0..8u64 {
             tasks.push(tokio::spawn(worker(
                 client.clone(),
@@ -173,7 +187,7 @@ async fn snapshots_show_every_earlier_commit_and_no_running_transaction() -> any
     assert_eq!(status.running, 0);
     assert_eq!(status.stats.commits, committed as u64);
     assert_eq!(status.stats.aborts, aborted as u64);
-    let client = common::client(&addrs, 9, 0)?;
+    let client = common::client_with(&addrs, 9, 0, sessions)?;
     let requested = oracle.tick();
     let last = client.start().await?;
     oracle.check_start(requested, &last);

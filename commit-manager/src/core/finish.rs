@@ -16,6 +16,7 @@ impl Core {
                     txn.phase = Phase::Committing;
                 }
                 self.pending.push(tid);
+                self.group.finished(tid);
                 Ok(self.flush_seq)
             }
             Some(Phase::Committing) => Ok(self.flush_seq),
@@ -32,12 +33,24 @@ impl Core {
         match self.txns.get(&tid).map(|t| t.phase) {
             Some(Phase::Running) => {
                 self.txns.remove(&tid);
+                self.group.finished(tid);
                 self.stats.aborts += 1;
                 Ok(())
             }
             Some(Phase::Committing) => Err(Refusal::AlreadyCommitted(tid)),
             Some(Phase::Recovering) => Err(Refusal::Recovering(tid)),
             None => Err(self.finished_refusal(tid)),
+        }
+    }
+
+    /// How many more clients acknowledged by the last publish a publish about to be taken
+    /// should wait for (0 when nothing is pending or the load is not short: see the `group`
+    /// module of the core).
+    pub fn group_waiting_for(&self) -> u64 {
+        if self.pending.is_empty() {
+            0
+        } else {
+            self.group.waiting_for()
         }
     }
 

@@ -135,6 +135,7 @@ impl Core {
 
     /// The publish is durable: its commits become visible, its blocks may be issued from.
     pub fn flush_succeeded(&mut self, batch: &FlushBatch) {
+        self.group.durable(batch.commits.len() as u64, self.issued);
         let mut changed = false;
         for &tid in &batch.commits {
             if self.txns.remove(&tid).is_some() {

@@ -50,11 +50,22 @@ pub async fn start_manager(
 
 /// A client of the given managers for processing node `node`.
 pub fn client(managers: &[String], node: u64, preferred: usize) -> anyhow::Result<CommitClient> {
+    client_with(managers, node, preferred, true)
+}
+
+/// A client as [`client`] makes, sending batches over sessions or as unary calls.
+pub fn client_with(
+    managers: &[String],
+    node: u64,
+    preferred: usize,
+    sessions: bool,
+) -> anyhow::Result<CommitClient> {
     let mut cfg = CommitClientConfig::new(managers.iter().cloned(), node);
     cfg.preferred = preferred;
     cfg.heartbeat_interval = Some(Duration::from_millis(200));
     // Generous: a commit to a killed manager waits for its restart, on a loaded machine.
     cfg.deadline = Duration::from_secs(30);
+    cfg.sessions = sessions;
     Ok(CommitClient::new(cfg)?)
 }
 

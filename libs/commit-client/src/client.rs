@@ -9,6 +9,7 @@
 //! (restarted under the same id), or times out and is recovered by it.
 
 mod batcher;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +48,10 @@ pub struct CommitClientConfig {
     /// Batched RPCs of one kind in flight per manager; calls arriving meanwhile queue up and
     /// form the next batch.
     pub max_in_flight: usize,
+    /// Send batches over one `Session` stream per manager (the default) rather than as
+    /// unary `StartBatch` / `FinishBatch` calls limited by `max_in_flight` (kept for
+    /// comparison and for managers that predate sessions).
+    pub sessions: bool,
     /// How often running tids are listed to their managers; `None` sends no heartbeats (the
     /// manager then recovers and aborts them after its timeout).
     pub heartbeat_interval: Option<Duration>,
@@ -67,6 +72,7 @@ impl CommitClientConfig {
             deadline: Duration::from_secs(10),
             max_batch: 1024,
             max_in_flight: 2,
+            sessions: true,
             heartbeat_interval: Some(Duration::from_millis(500)),
         }
     }
@@ -210,21 +216,32 @@ impl CommitClient {
                 .max_encoding_message_size(64 << 20);
             let (starts, start_rx) = mpsc::unbounded_channel();
             let (finishes, finish_rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(batcher::run_starts(
-                client.clone(),
-                start_rx,
-                cfg.processing_node_id,
-                cfg.max_batch,
-                cfg.max_in_flight,
-                cfg.request_timeout,
-            )));
-            tasks.push(tokio::spawn(batcher::run_finishes(
-                client.clone(),
-                finish_rx,
-                cfg.max_batch,
-                cfg.max_in_flight,
-                cfg.request_timeout,
-            )));
+            if cfg.sessions {
+                tasks.push(tokio::spawn(session::run(
+                    client.clone(),
+                    start_rx,
+                    finish_rx,
+                    cfg.processing_node_id,
+                    cfg.max_batch,
+                    cfg.request_timeout,
+                )));
+            } else {
+                tasks.push(tokio::spawn(batcher::run_starts(
+                    client.clone(),
+                    start_rx,
+                    cfg.processing_node_id,
+                    cfg.max_batch,
+                    cfg.max_in_flight,
+                    cfg.request_timeout,
+                )));
+                tasks.push(tokio::spawn(batcher::run_finishes(
+                    client.clone(),
+                    finish_rx,
+                    cfg.max_batch,
+                    cfg.max_in_flight,
+                    cfg.request_timeout,
+                )));
+            }
             managers.push(ManagerHandle {
                 addr: addr.clone(),
                 client,
