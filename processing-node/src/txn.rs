@@ -29,3 +29,4 @@ pub use engine::{Engine, EngineConfig, TxnManager};
 pub use error::TxnError;
 pub use schema::{IndexDef, TableDef};
 pub use transaction::Transaction;
+pub use write::Newest;

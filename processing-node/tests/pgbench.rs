@@ -6,12 +6,13 @@
 //! committed transaction moved the same delta into one account, teller and branch and
 //! logged one history row.
 //!
-//! The share of transactions that succeed within 10 tries is printed, not asserted: at
-//! scale 1 every transaction updates the one branch row, and under snapshot isolation with
-//! first-committer-wins most concurrent attempts conflict (about 83 % succeeded within 10
-//! tries on the 2-core machine). PostgreSQL's READ COMMITTED re-applies such an update to
-//! the newest row version instead of failing; until shmdb has that (statement-level
-//! re-evaluation of UPDATE under READ COMMITTED) the issue's 99 % is not reached.
+//! The share of transactions that succeed within 10 tries must be at least 98 % (the issue
+//! asks 99 %; measured runs are in BENCHMARKS.md — 99.6 % on the 2-core machine — and the
+//! margin keeps a noisy machine from failing the check). At scale 1 every transaction
+//! updates the one branch row; it succeeds because pgbench runs at READ COMMITTED, where
+//! each statement reads a newer snapshot, an UPDATE of a row committed since is applied to
+//! its newest version, and an UPDATE of a row whose newest version is still being committed
+//! waits for it (tests/read_committed.rs). Under REPEATABLE READ about 78 % succeeded.
 //!
 //! Ignored by default (a release build is needed for a meaningful load): `.ci/run` runs
 //! `cargo test --release -p shmdb-processing-node --test pgbench -- --ignored --nocapture`. Needs pgbench
@@ -85,6 +86,11 @@ async fn pgbench_tpcb_like_run_succeeds() -> anyhow::Result<()> {
     let success = processed as f64 / total as f64;
     eprintln!(
         "pgbench: {processed} committed, {failed} failed after 10 tries ({:.3} % success)",
+        success * 100.0
+    );
+    anyhow::ensure!(
+        success >= 0.98,
+        "only {:.3} % of transactions succeeded within 10 tries",
         success * 100.0
     );
 

@@ -251,9 +251,9 @@ async fn transactions_and_failed_blocks() -> anyhow::Result<()> {
         vec!["10"]
     );
 
-    // First committer wins: 40001 for the second writer.
-    exec(&mut a, "BEGIN").await?;
-    exec(&mut b, "BEGIN").await?;
+    // REPEATABLE READ, first committer wins: 40001 for the second writer.
+    exec(&mut a, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    exec(&mut b, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
     exec(&mut a, "UPDATE kv SET v = 11 WHERE k = 1").await?;
     exec(&mut b, "SELECT v FROM kv WHERE k = 1").await?;
     exec(&mut a, "COMMIT").await?;
@@ -273,6 +273,18 @@ async fn transactions_and_failed_blocks() -> anyhow::Result<()> {
     assert_eq!(
         rows(&mut b, "SELECT v FROM kv WHERE k = 1").await?,
         vec!["11"]
+    );
+    // READ COMMITTED (the default): b's next statement sees a's commit and builds on it.
+    exec(&mut a, "BEGIN").await?;
+    exec(&mut b, "BEGIN").await?;
+    exec(&mut a, "UPDATE kv SET v = v + 1 WHERE k = 1").await?;
+    exec(&mut b, "SELECT v FROM kv WHERE k = 1").await?;
+    exec(&mut a, "COMMIT").await?;
+    exec(&mut b, "UPDATE kv SET v = v * 10 WHERE k = 1").await?;
+    exec(&mut b, "COMMIT").await?;
+    assert_eq!(
+        rows(&mut b, "SELECT v FROM kv WHERE k = 1").await?,
+        vec!["120"]
     );
 
     // Isolation levels.
@@ -294,9 +306,20 @@ async fn transactions_and_failed_blocks() -> anyhow::Result<()> {
         vec!["read committed"]
     );
     assert_eq!(rows(&mut a, "SHOW server_version").await?, vec!["15.0"]);
+    // Outside a block each statement is its own transaction at the session default.
     assert_eq!(
         rows(&mut a, "SHOW TRANSACTION ISOLATION LEVEL").await?,
+        vec!["read committed"]
+    );
+    exec(&mut a, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    assert_eq!(
+        rows(&mut a, "SHOW transaction_isolation").await?,
         vec!["repeatable read"]
+    );
+    exec(&mut a, "COMMIT").await?;
+    assert_eq!(
+        rows(&mut a, "SHOW transaction_isolation").await?,
+        vec!["read committed"]
     );
     exec(&mut a, "SET application_name = 'x'").await?;
     assert_eq!(rows(&mut a, "SHOW application_name").await?, vec!["x"]);

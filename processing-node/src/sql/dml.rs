@@ -18,7 +18,7 @@ use crate::sql::plan::{Plan, QueryPlan, ScanNode};
 use crate::sql::txn_error;
 use crate::sql::types::{Column, PgType};
 use crate::sql::value::assign;
-use crate::txn::{Engine, TxnError};
+use crate::txn::{Engine, Newest, TxnError};
 
 /// Where inserted rows come from.
 #[derive(Debug, Clone)]
@@ -555,6 +555,27 @@ impl Exec<'_> {
         let mut returned = Vec::new();
         for old in rows {
             let pk = def.pk_of(&old);
+            // READ COMMITTED: a row changed since the statement's snapshot is taken in its
+            // newest committed form if it still qualifies (PostgreSQL's re-check).
+            let old = if self.tx.is_read_committed() {
+                match self
+                    .tx
+                    .newest_for_write(&def, &pk)
+                    .await
+                    .map_err(txn_error)?
+                {
+                    Newest::Unchanged => old,
+                    Newest::Changed(None) => continue,
+                    Newest::Changed(Some(newest)) => {
+                        if !self.still_qualifies(&p.scan, &old, &newest)? {
+                            continue;
+                        }
+                        newest
+                    }
+                }
+            } else {
+                old
+            };
             if delete {
                 if self.tx.delete(&def, &pk).await.map_err(txn_error)? {
                     count += 1;

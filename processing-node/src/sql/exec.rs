@@ -573,14 +573,49 @@ impl<'a> Exec<'a> {
             rows.truncate(w);
         }
         if s.for_update {
-            for r in &rows {
-                self.tx
-                    .get_for_update(&def, &def.pk_of(r))
+            // The lock returns the row's newest committed form under READ COMMITTED (the
+            // same row otherwise): a changed row is kept only if it still qualifies.
+            let mut locked = Vec::with_capacity(rows.len());
+            for r in rows {
+                let newest = self
+                    .tx
+                    .get_for_update(&def, &def.pk_of(&r))
                     .await
                     .map_err(txn_error)?;
+                match newest {
+                    Some(n) if n == r => locked.push(r),
+                    Some(n) if self.still_qualifies(s, &r, &n)? => locked.push(n),
+                    _ => {}
+                }
             }
+            rows = locked;
         }
         Ok(rows)
+    }
+
+    /// Whether a row that changed since the statement's snapshot (READ COMMITTED) still
+    /// qualifies for the scan that found it: the residual filter must hold on its newest
+    /// form. The access path's own conditions hold for a primary-key path (a key never
+    /// changes in place); for an index path, a change of the indexed columns is not
+    /// re-checked against the range but fails with a serialization failure.
+    pub(crate) fn still_qualifies(
+        &self,
+        s: &ScanNode,
+        old: &Row,
+        newest: &Row,
+    ) -> Result<bool, SqlError> {
+        if let Access::Index(i, _) = &s.access {
+            let def = s.table.def();
+            let moved = def
+                .indexes
+                .get(*i)
+                .is_none_or(|index| index.values_of(old) != index.values_of(newest));
+            if moved {
+                return Err(txn_error(crate::txn::TxnError::SerializationFailure));
+            }
+        }
+        let kept = self.filter_rows(vec![newest.clone()], s.filter.as_ref())?;
+        Ok(!kept.is_empty())
     }
 
     fn filter_rows(&self, rows: Vec<Row>, filter: Option<&Expr>) -> Result<Vec<Row>, SqlError> {

@@ -78,6 +78,8 @@ impl Session {
         self.catalog = None;
         if self.in_block {
             self.status = TxStatus::Failed;
+        } else {
+            self.settings.end_transaction();
         }
     }
 
@@ -87,6 +89,7 @@ impl Session {
             return Ok(());
         }
         self.catalog = None;
+        self.settings.end_transaction();
         if let Some(tx) = self.txn.take() {
             tx.commit().await.map_err(txn_error)?;
         }
@@ -115,15 +118,19 @@ impl Session {
     }
 
     fn begin_block(&mut self, modes: &[ast::TransactionMode]) -> Result<QueryOutput, SqlError> {
+        let mut level = None;
         for m in modes {
             if let ast::TransactionMode::IsolationLevel(l) = m {
-                crate::sql::settings::check_isolation(&l.to_string())?;
+                level = Some(crate::sql::settings::check_isolation(&l.to_string())?);
             }
         }
         if self.status == TxStatus::Failed || self.in_block {
             self.notices
                 .push("WARNING: there is already a transaction in progress".into());
             return Ok(command("BEGIN"));
+        }
+        if let Some(level) = level {
+            self.settings.set("transaction_isolation", &level)?;
         }
         self.in_block = true;
         self.status = TxStatus::InBlock;
@@ -141,6 +148,7 @@ impl Session {
         let failed = self.status == TxStatus::Failed;
         self.status = TxStatus::Idle;
         self.catalog = None;
+        self.settings.end_transaction();
         if failed {
             if let Some(tx) = self.txn.take() {
                 let _ = tx.rollback().await;
@@ -161,6 +169,7 @@ impl Session {
         self.in_block = false;
         self.status = TxStatus::Idle;
         self.catalog = None;
+        self.settings.end_transaction();
         if let Some(tx) = self.txn.take() {
             let _ = tx.rollback().await;
         }
@@ -271,6 +280,9 @@ impl Session {
         let Some(tx) = self.txn.as_mut() else {
             return Err(SqlError::internal("no transaction"));
         };
+        if self.settings.read_committed() {
+            tx.begin_statement();
+        }
         let mut planner = Planner::new(&catalog, &[]);
         let mut ddl_done = None;
         let out = match stmt {

@@ -11,7 +11,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("client_encoding", "UTF8"),
         ("client_min_messages", "notice"),
         ("datestyle", "ISO, MDY"),
-        ("default_transaction_isolation", "repeatable read"),
+        ("default_transaction_isolation", "read committed"),
         ("default_transaction_read_only", "off"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
@@ -28,7 +28,6 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("statement_timeout", "0"),
         ("synchronous_commit", "on"),
         ("timezone", "UTC"),
-        ("transaction_isolation", "repeatable read"),
         ("transaction_read_only", "off"),
     ]
     .into_iter()
@@ -63,9 +62,12 @@ fn display_name(name: &str) -> String {
     }
 }
 
-/// Checks an isolation level name: READ COMMITTED and REPEATABLE READ both run as snapshot
-/// isolation (READ COMMITTED is therefore stronger than asked); SERIALIZABLE would be
-/// weaker than promised, so it is refused rather than silently downgraded.
+/// Checks an isolation level name. REPEATABLE READ is snapshot isolation; READ COMMITTED
+/// (PostgreSQL's default, and ours) reads a newer snapshot per statement and still fails a
+/// write over a change its statement did not see (40001, where PostgreSQL would wait and
+/// re-check the row); READ UNCOMMITTED runs as READ COMMITTED, as in PostgreSQL.
+/// SERIALIZABLE would be weaker than promised, so it is refused rather than silently
+/// downgraded.
 pub fn check_isolation(level: &str) -> Result<String, SqlError> {
     let l = level.trim().to_lowercase().replace('_', " ");
     match l.as_str() {
@@ -82,9 +84,32 @@ pub fn check_isolation(level: &str) -> Result<String, SqlError> {
 }
 
 impl Settings {
+    /// The current transaction's isolation level: the one BEGIN or SET TRANSACTION chose,
+    /// else the session default (kept apart so a default set later, or at startup, applies
+    /// to the next transaction without anyone copying it over).
+    fn isolation(&self) -> &str {
+        self.values
+            .get("transaction_isolation")
+            .or_else(|| self.values.get("default_transaction_isolation"))
+            .map_or("read committed", String::as_str)
+    }
+
+    /// Whether the current transaction runs at READ COMMITTED (a snapshot per statement).
+    pub fn read_committed(&self) -> bool {
+        matches!(self.isolation(), "read committed" | "read uncommitted")
+    }
+
+    /// At the end of a transaction its isolation level falls back to the session default.
+    pub fn end_transaction(&mut self) {
+        self.values.remove("transaction_isolation");
+    }
+
     /// The value of a setting, or 42704.
     pub fn get(&self, name: &str) -> Result<(String, String), SqlError> {
         let key = name.to_lowercase();
+        if key == "transaction_isolation" {
+            return Ok((key, self.isolation().to_string()));
+        }
         self.values
             .get(&key)
             .map(|v| (display_name(&key), v.clone()))
@@ -98,10 +123,15 @@ impl Settings {
 
     /// All settings (SHOW ALL).
     pub fn all(&self) -> Vec<(String, String)> {
-        self.values
+        let mut all: Vec<(String, String)> = self
+            .values
             .iter()
+            .filter(|(k, _)| *k != "transaction_isolation")
             .map(|(k, v)| (display_name(k), v.clone()))
-            .collect()
+            .collect();
+        all.push(("transaction_isolation".into(), self.isolation().to_string()));
+        all.sort();
+        all
     }
 
     /// Sets a value, validating the few that change behaviour.
@@ -138,7 +168,9 @@ impl Settings {
     /// Back to the default (RESET).
     pub fn reset(&mut self, name: &str) {
         let key = name.to_lowercase();
-        if let Some((_, v)) = defaults().into_iter().find(|(k, _)| *k == key) {
+        if key == "transaction_isolation" {
+            self.end_transaction();
+        } else if let Some((_, v)) = defaults().into_iter().find(|(k, _)| *k == key) {
             self.values.insert(key, v);
         }
     }

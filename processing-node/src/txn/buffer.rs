@@ -168,10 +168,15 @@ pub fn with_tid(snapshot: &Snapshot, tid: u64) -> Snapshot {
     if snapshot.is_visible(tid) {
         return snapshot.clone();
     }
-    Snapshot::from_committed(
-        snapshot.base(),
-        snapshot.committed_above_base().chain(std::iter::once(tid)),
-    )
+    // Word copy and one bit: this runs on every commit (the node's newest snapshot).
+    let bit = tid - snapshot.base() - 1;
+    let (word, shift) = ((bit / 64) as usize, bit % 64);
+    let mut words = snapshot.words().to_vec();
+    if words.len() <= word {
+        words.resize(word + 1, 0);
+    }
+    words[word] |= 1 << shift;
+    Snapshot::from_words(snapshot.base(), words)
 }
 
 #[cfg(test)]

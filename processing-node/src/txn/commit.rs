@@ -23,6 +23,17 @@ impl Transaction {
             self.state = State::Committed;
             return self.engine.manager.commit(self.tid).await;
         }
+        // Versions are ordered by tid, and READ COMMITTED statements may have based writes on
+        // versions newer than this transaction's tid: it then commits under a tid taken now,
+        // above every version it read. (Nothing was written under the first one yet.)
+        let newest_base = self
+            .writes
+            .keys()
+            .filter_map(|key| self.reads.get(key)?.record.newest_tid())
+            .max();
+        if newest_base.is_some_and(|tid| tid >= self.tid) {
+            self.take_fresh_tid().await?;
+        }
         let log_key = Bytes::from(keys::txlog_key(self.engine.config.node_id, self.tid));
         let write_set: Vec<StoreKey> = self.writes.keys().cloned().collect();
         // 1. The write set goes to the log before any record is touched.
@@ -58,7 +69,10 @@ impl Transaction {
             let (Some(pending), Some(read)) = (self.writes.get(key), self.reads.get(key)) else {
                 return Err(TxnError::Corrupt("write set and buffer disagree".into()));
             };
-            if read.record.write_conflict(self.tid, |t| self.sees(t)) {
+            if read
+                .record
+                .write_conflict(self.tid, |t| read.snapshot.is_visible(t))
+            {
                 return self
                     .abort_after(Vec::new(), false, TxnError::SerializationFailure)
                     .await;
@@ -210,11 +224,26 @@ impl Transaction {
                 );
             }
         }
-        self.engine.manager.commit(self.tid).await
+        self.engine.manager.commit(self.tid).await?;
+        self.engine.note_commit(self.tid);
+        Ok(())
     }
 }
 
 impl Transaction {
+    /// Moves the transaction to a tid started now (see [`Transaction::commit`]); the old
+    /// one, which wrote nothing, is aborted so it does not hold back lav.
+    async fn take_fresh_tid(&mut self) -> Result<(), TxnError> {
+        let begun = self.engine.manager.start().await?;
+        self.engine.lav.fetch_max(begun.lav, Ordering::Relaxed);
+        self.lav = self.lav.max(begun.lav);
+        let old = std::mem::replace(&mut self.tid, begun.tid);
+        if let Err(e) = self.engine.manager.abort(old).await {
+            tracing::warn!(tid = old, error = %e, "could not abort the tid a READ COMMITTED transaction left");
+        }
+        Ok(())
+    }
+
     /// The record as this transaction writes it: its version on top (after eager GC for
     /// `lav`), or unchanged for a locking read (`SELECT ... FOR UPDATE` writes the record
     /// back only so that its stamp takes part in conflict detection).
@@ -270,7 +299,11 @@ impl Transaction {
                         )));
                     }
                 };
-                if record.write_conflict(self.tid, |t| self.sees(t)) {
+                let read_under = self
+                    .reads
+                    .get(&write_set[i])
+                    .map_or(&self.snapshot, |r| &r.snapshot);
+                if record.write_conflict(self.tid, |t| read_under.is_visible(t)) {
                     return Err(TxnError::SerializationFailure);
                 }
                 if let Some(pending) = self.writes.get(&write_set[i]) {

@@ -97,6 +97,9 @@ pub struct Engine {
     pub(crate) lav: AtomicU64,
     /// The snapshot of the newest transaction begun here (the shared buffer's V_max).
     pub(crate) newest_snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Woken whenever `newest_snapshot` moves on: READ COMMITTED writers wait on it for the
+    /// transaction that holds a row's newest version to commit.
+    pub(crate) snapshot_moved: tokio::sync::Notify,
     pub(crate) shared: Option<SharedBuffer>,
 }
 
@@ -122,6 +125,7 @@ impl Engine {
             config,
             lav: AtomicU64::new(0),
             newest_snapshot: RwLock::new(None),
+            snapshot_moved: tokio::sync::Notify::new(),
             shared,
         })
     }
@@ -129,17 +133,44 @@ impl Engine {
     /// Begins a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Transaction, TxnError> {
         let begun = self.manager.start().await?;
-        self.lav.fetch_max(begun.lav, Ordering::Relaxed);
-        {
-            let mut newest = self.newest_snapshot.write();
-            if newest
-                .as_ref()
-                .is_none_or(|s| s.newest_visible_tid() <= begun.snapshot.newest_visible_tid())
-            {
-                *newest = Some(begun.snapshot.clone());
-            }
-        }
+        self.note_begun(&begun);
         Ok(Transaction::new(self.clone(), begun))
+    }
+
+    /// A start answered: its lav and snapshot are the newest this node knows.
+    fn note_begun(&self, begun: &Begun) {
+        self.lav.fetch_max(begun.lav, Ordering::Relaxed);
+        let mut newest = self.newest_snapshot.write();
+        if newest
+            .as_ref()
+            .is_none_or(|s| s.newest_visible_tid() <= begun.snapshot.newest_visible_tid())
+        {
+            *newest = Some(begun.snapshot.clone());
+            self.snapshot_moved.notify_waiters();
+        }
+    }
+
+    /// Asks a commit manager for a fresh snapshot (a transaction begun and aborted at once):
+    /// a READ COMMITTED writer waiting on a row whose newest version another processing node
+    /// wrote learns this way when it committed, without waiting for the next transaction
+    /// to begin here.
+    pub(crate) async fn refresh_snapshot(&self) -> Result<(), TxnError> {
+        let begun = self.manager.start().await?;
+        self.note_begun(&begun);
+        self.manager.abort(begun.tid).await
+    }
+
+    /// A transaction of this node committed: the node's newest snapshot includes it from
+    /// now on, so a READ COMMITTED statement begun after the acknowledgement sees it (as do
+    /// shared-buffer entries stored after it, whose writes are in the store by now).
+    pub(crate) fn note_commit(&self, tid: u64) {
+        let mut newest = self.newest_snapshot.write();
+        if let Some(current) = newest.as_ref()
+            && !current.is_visible(tid)
+        {
+            *newest = Some(Arc::new(crate::txn::buffer::with_tid(current, tid)));
+            self.snapshot_moved.notify_waiters();
+        }
     }
 
     /// The store client (for tools and the SQL layer's catalog).

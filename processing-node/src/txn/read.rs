@@ -74,10 +74,12 @@ impl Transaction {
                 OpOutcome::Value(Some(v)) => ReadRecord {
                     record: Record::decode(&v.value)?,
                     stamp: Some(v.stamp),
+                    snapshot: self.snapshot.clone(),
                 },
                 OpOutcome::Value(None) => ReadRecord {
                     record: Record::new(),
                     stamp: None,
+                    snapshot: self.snapshot.clone(),
                 },
                 OpOutcome::Failed(e) => return Err(e.into()),
                 other => {
@@ -121,6 +123,7 @@ impl Transaction {
             return Ok(Some(ReadRecord {
                 record: entry.record,
                 stamp: entry.stamp,
+                snapshot: self.snapshot.clone(),
             }));
         }
         let (Some(shift), Some(version)) = (shared.unit_shift, entry.unit_version) else {
@@ -161,6 +164,7 @@ impl Transaction {
         Ok(Some(ReadRecord {
             record: entry.record,
             stamp: entry.stamp,
+            snapshot: self.snapshot.clone(),
         }))
     }
 
@@ -171,9 +175,11 @@ impl Transaction {
             Some(Pending::Write(row)) => return row.clone(),
             Some(Pending::Lock) | None => {}
         }
+        // Under the snapshot the record was read under: a READ COMMITTED writer may have
+        // read one row again under a newer snapshot than its statement's.
         let read = self.reads.get(key)?;
         read.record
-            .visible(|tid| self.sees(tid))
+            .visible(|tid| tid == self.tid || read.snapshot.is_visible(tid))
             .and_then(|v| v.row.clone())
     }
 
@@ -248,10 +254,14 @@ impl Transaction {
             let page = self.engine.store.scan_page(table, &next, SCAN_PAGE).await?;
             for item in page.items {
                 let key: StoreKey = (table, item.key.clone());
-                self.reads.entry(key).or_insert(ReadRecord {
-                    record: Record::decode(&item.value)?,
-                    stamp: Some(item.stamp),
-                });
+                if !self.reads.contains_key(&key) {
+                    let read = ReadRecord {
+                        record: Record::decode(&item.value)?,
+                        stamp: Some(item.stamp),
+                        snapshot: self.snapshot.clone(),
+                    };
+                    self.reads.insert(key, read);
+                }
                 seen.insert(item.key.clone());
                 if let Some(row) = self.visible_at(&(table, item.key.clone())) {
                     out.push((item.key, row));

@@ -13,11 +13,15 @@ use crate::txn::error::TxnError;
 /// A storage key: storage table and key bytes.
 pub type StoreKey = (u64, Bytes);
 
-/// A record as this transaction read it: all versions and the stamp (`None` = absent).
+/// A record as this transaction read it: all versions, the stamp (`None` = absent), and the
+/// snapshot it was read under. A write based on it conflicts with any version that snapshot
+/// does not see; under READ COMMITTED that is the snapshot of the statement that read it,
+/// not the transaction's first one, so the check must travel with the record.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadRecord {
     pub record: Record,
     pub stamp: Option<u64>,
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// A change the transaction will make at commit.
@@ -56,6 +60,9 @@ pub struct Transaction {
     pub(crate) writes: BTreeMap<StoreKey, Pending>,
     /// Version-unaware index entries to add at commit.
     pub(crate) index_entries: Vec<Bytes>,
+    /// READ COMMITTED: a snapshot per statement, and writers wait for a row's newest
+    /// version to commit and then work on it (see [`Transaction::newest_for_write`]).
+    pub(crate) read_committed: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -79,6 +86,7 @@ impl Transaction {
             reads: HashMap::new(),
             writes: BTreeMap::new(),
             index_entries: Vec::new(),
+            read_committed: false,
         }
     }
 
@@ -90,6 +98,11 @@ impl Transaction {
     /// The snapshot this transaction reads.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Whether the transaction runs at READ COMMITTED (it has begun a statement as such).
+    pub fn is_read_committed(&self) -> bool {
+        self.read_committed
     }
 
     /// Whether the transaction has changes to apply at commit.
@@ -114,9 +127,40 @@ impl Transaction {
         error
     }
 
-    /// Whether a version written by `tid` is visible to this transaction.
-    pub(crate) fn sees(&self, tid: u64) -> bool {
-        tid == self.tid || self.snapshot.is_visible(tid)
+    /// Whether writing over `read` would overwrite a change this transaction did not see:
+    /// the record's newest version is not in the snapshot the record was read under (first
+    /// committer wins). The tid order (a version may only be written over older ones) is
+    /// checked with the tid the transaction commits under, at commit.
+    pub(crate) fn overwrites_unseen(&self, read: &ReadRecord) -> bool {
+        read.record
+            .newest_tid()
+            .is_some_and(|newest| newest != self.tid && !read.snapshot.is_visible(newest))
+    }
+
+    /// READ COMMITTED: the statement about to run reads the newest snapshot this node knows
+    /// (the snapshot of the newest transaction begun here, plus this node's commits since)
+    /// instead of the transaction's first one, as PostgreSQL takes a snapshot per
+    /// statement. Records read by earlier statements and not written are dropped from the
+    /// buffer so they are read again: even under the same snapshot the store may hold
+    /// newer versions, which a writer must find to wait for or build on. Written ones stay
+    /// (they hold what the pending writes are based on, and each remembers the snapshot it
+    /// was read under for the conflict check at commit). A snapshot that does not contain
+    /// the current one (another manager's view) is not taken: a statement never sees less
+    /// than the one before it.
+    ///
+    /// A commit made through another processing node is in this node's snapshot once a
+    /// transaction begins here after it (or a waiting writer asks a manager): until then a
+    /// statement may read the version before it, never a mix.
+    pub fn begin_statement(&mut self) {
+        self.read_committed = true;
+        let writes = &self.writes;
+        self.reads.retain(|key, _| writes.contains_key(key));
+        let Some(newest) = self.engine.newest_snapshot.read().clone() else {
+            return;
+        };
+        if !Arc::ptr_eq(&newest, &self.snapshot) && self.snapshot.is_subset_of(&newest) {
+            self.snapshot = newest;
+        }
     }
 }
 

@@ -9,16 +9,20 @@
 
 use std::ops::Bound;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use shmdb_placement::tables;
+use shmdb_snapshot::Snapshot;
 
 use crate::datum::Datum;
 use crate::encoding::key::encode_key;
 use crate::encoding::row::{decode_row, encode_row};
 use crate::keys;
+use crate::record::Record;
 use crate::txn::error::TxnError;
 use crate::txn::schema::{IndexDef, TableDef};
-use crate::txn::transaction::{Pending, StoreKey, Transaction};
+use crate::txn::transaction::{Pending, ReadRecord, StoreKey, Transaction};
 
 /// What the record at a key looks like to a writer.
 enum Existing {
@@ -41,7 +45,7 @@ impl Transaction {
                 "fetched record missing from buffer".into(),
             ));
         };
-        if read.record.write_conflict(self.tid, |t| self.sees(t)) {
+        if self.overwrites_unseen(read) {
             return Err(self.fail(TxnError::SerializationFailure));
         }
         Ok(self.visible_at(key).map_or(Existing::None, Existing::Row))
@@ -155,13 +159,18 @@ impl Transaction {
     }
 
     /// A locking read (SELECT … FOR UPDATE): returns the row and makes it part of the write
-    /// set, so that a concurrent writer of it conflicts with this transaction.
+    /// set, so that a concurrent writer of it conflicts with this transaction. Under READ
+    /// COMMITTED the row is its newest committed version (see
+    /// [`Transaction::newest_for_write`]); the caller re-checks its predicate on it.
     pub async fn get_for_update(
         &mut self,
         table: &TableDef,
         pk: &[Datum],
     ) -> Result<Option<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
+        if self.read_committed {
+            self.newest_for_write(table, pk).await?;
+        }
         let key = Self::row_key(table, pk);
         let existing = self.existing(&key).await?;
         self.writes.entry(key).or_insert(Pending::Lock);
@@ -229,4 +238,121 @@ impl Transaction {
         }
         Ok(())
     }
+
+    /// READ COMMITTED's row re-check (what PostgreSQL calls EvalPlanQual): before a
+    /// statement writes or locks a row it found under its snapshot, the row's newest
+    /// version must be one the statement may build on. If a transaction committed a newer
+    /// version since, the record is read again under the node's newest snapshot and the
+    /// new row returned, for the caller to re-check its predicate and recompute its change
+    /// (`None` in it: the row was deleted). If the newest version is not committed yet, this
+    /// waits — as PostgreSQL waits for the row lock — until it commits or is removed, up
+    /// to [`ROW_WAIT`]; then the write fails with a serialization failure.
+    pub async fn newest_for_write(
+        &mut self,
+        table: &TableDef,
+        pk: &[Datum],
+    ) -> Result<Newest, TxnError> {
+        self.ensure_active()?;
+        let key = Self::row_key(table, pk);
+        if self.writes.contains_key(&key) {
+            // Already written or locked by this transaction: its own version is the base.
+            return Ok(Newest::Unchanged);
+        }
+        self.fetch_all(std::slice::from_ref(&key)).await?;
+        let deadline = tokio::time::Instant::now() + ROW_WAIT;
+        let engine = self.engine.clone();
+        let mut changed = false;
+        loop {
+            let Some(read) = self.reads.get(&key) else {
+                return Err(TxnError::Corrupt(
+                    "fetched record missing from buffer".into(),
+                ));
+            };
+            let Some(head) = read.record.newest_tid() else {
+                break;
+            };
+            if head == self.tid || read.snapshot.is_visible(head) {
+                break;
+            }
+            let moved = engine.snapshot_moved.notified();
+            let newest = engine.newest_snapshot.read().clone();
+            let usable = newest.filter(|n| self.snapshot.is_subset_of(n));
+            if let Some(newest) = usable.filter(|n| n.is_visible(head)) {
+                // Committed since the statement began: read the record again under a
+                // snapshot that has it (newer versions may have come since).
+                self.refetch(&key, newest).await?;
+                changed = true;
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(TxnError::SerializationFailure));
+            }
+            // Not committed as far as this node knows: wait for the node's snapshot to move
+            // on, else ask a manager (the writer may be on another node), and look at the
+            // record again (the writer may abort and take its version back).
+            if tokio::time::timeout(ROW_POLL, moved).await.is_err() {
+                engine.refresh_snapshot().await?;
+            }
+            let snapshot = read_snapshot(&self.reads, &key, &self.snapshot);
+            self.refetch(&key, snapshot).await?;
+        }
+        if !changed {
+            return Ok(Newest::Unchanged);
+        }
+        let row = self
+            .visible_at(&key)
+            .map(|row| decode_row(&row))
+            .transpose()?;
+        Ok(Newest::Changed(row))
+    }
+
+    /// Reads one record again from the store, under `snapshot`.
+    async fn refetch(&mut self, key: &StoreKey, snapshot: Arc<Snapshot>) -> Result<(), TxnError> {
+        if let Some(shared) = &self.engine.shared {
+            shared.invalidate(key);
+        }
+        let found = self.engine.store.get(key.0, key.1.clone()).await?;
+        let read = match found {
+            Some(v) => ReadRecord {
+                record: Record::decode(&v.value)?,
+                stamp: Some(v.stamp),
+                snapshot,
+            },
+            None => ReadRecord {
+                record: Record::new(),
+                stamp: None,
+                snapshot,
+            },
+        };
+        self.reads.insert(key.clone(), read);
+        Ok(())
+    }
 }
+
+/// The snapshot a buffered record was read under (the statement's, if it is not buffered).
+fn read_snapshot(
+    reads: &std::collections::HashMap<StoreKey, ReadRecord>,
+    key: &StoreKey,
+    statement: &Arc<Snapshot>,
+) -> Arc<Snapshot> {
+    reads
+        .get(key)
+        .map_or_else(|| statement.clone(), |r| r.snapshot.clone())
+}
+
+/// What [`Transaction::newest_for_write`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Newest {
+    /// The row as the statement read it is the newest committed one.
+    Unchanged,
+    /// A newer committed version: the row now (`None` = deleted).
+    Changed(Option<Vec<Datum>>),
+}
+
+/// How long a READ COMMITTED writer waits for the holder of a row's newest version to
+/// commit or abort before failing with a serialization failure.
+pub const ROW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often such a waiter looks at the record again when the node's snapshot does not
+/// move (an aborting writer takes its version back without committing anything).
+const ROW_POLL: std::time::Duration = std::time::Duration::from_millis(5);
