@@ -58,6 +58,10 @@ pub(crate) async fn run(
     let mut queued_starts: Vec<StartWaiter> = Vec::new();
     let mut queued_finishes: Vec<FinishWaiter> = Vec::new();
     let (mut starts_open, mut finishes_open) = (true, true);
+    // One timer for all deadlines, checked a few times per timeout: a timer per message
+    // (or per loop turn) costs more than the rest of the loop.
+    let mut sweep = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         gather(&mut starts, &mut queued_starts, max_batch);
         gather(&mut finishes, &mut queued_finishes, max_batch);
@@ -76,21 +80,6 @@ pub(crate) async fn run(
                 }
             }
         }
-        while let Some(&(deadline, id)) = deadlines.front() {
-            if !pending.contains_key(&id) {
-                deadlines.pop_front();
-            } else if deadline <= Instant::now() {
-                deadlines.pop_front();
-                if let Some(request) = pending.remove(&id) {
-                    request.fail(&RpcError::Status(tonic::Status::deadline_exceeded(
-                        format!("no answer within {timeout:?}"),
-                    )));
-                }
-            } else {
-                break;
-            }
-        }
-        let next_deadline = deadlines.front().map(|&(d, _)| d);
         let is_open = open.is_some();
         let mut broken = false;
         let (outbound, inbound) = match open.as_mut() {
@@ -142,12 +131,7 @@ pub(crate) async fn run(
                 Some(waiter) => queued_finishes.push(waiter),
                 None => finishes_open = false,
             },
-            () = async {
-                match next_deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            }, if next_deadline.is_some() => {}
+            now = sweep.tick(), if !deadlines.is_empty() => expire(&mut pending, &mut deadlines, now, timeout),
         }
         if broken {
             open = None;
@@ -166,6 +150,30 @@ fn take(
     Pending {
         starts: starts.drain(..start_count).collect(),
         finishes: finishes.drain(..finish_count).collect(),
+    }
+}
+
+/// Fails the requests whose deadline passed (their waiters see DEADLINE_EXCEEDED; a late
+/// answer is then dropped) and forgets the deadlines of requests already answered.
+fn expire(
+    pending: &mut HashMap<u64, Pending>,
+    deadlines: &mut VecDeque<(Instant, u64)>,
+    now: Instant,
+    timeout: Duration,
+) {
+    while let Some(&(deadline, id)) = deadlines.front() {
+        if !pending.contains_key(&id) {
+            deadlines.pop_front();
+        } else if deadline <= now {
+            deadlines.pop_front();
+            if let Some(request) = pending.remove(&id) {
+                request.fail(&RpcError::Status(tonic::Status::deadline_exceeded(
+                    format!("no answer within {timeout:?}"),
+                )));
+            }
+        } else {
+            break;
+        }
     }
 }
 
