@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo bench -p shmdb-commit-manager --bench grpc_batched`
 //! (optional arguments: seconds to measure, concurrent clients, CommitClient instances).
+//! Environment: `BENCH_UNARY` (unary batches instead of sessions), `BENCH_IN_FLIGHT` (unary
+//! calls in flight per kind), `BENCH_GROUP_WAIT_US` (the manager's group wait),
+//! `BENCH_SPLIT` (storage node in its own process, clients on their own runtime),
+//! `BENCH_INPROC` (the same load through `Manager` without gRPC).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +33,25 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Result<()> {
-    let cluster = LocalCluster::start(&ClusterOptions::ephemeral(1, 1)).await?;
+    // BENCH_SPLIT: the storage node in its own process and the clients on their own runtime
+    // (threads), as deployed, instead of every task queueing on one runtime's two workers.
+    let split = std::env::var("BENCH_SPLIT").is_ok();
+    let mut options = ClusterOptions::ephemeral(1, 1);
+    options.processes = split;
+    let cluster = LocalCluster::start(&options).await?;
+    let client_runtime = if split {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?,
+        )
+    } else {
+        None
+    };
+    let client_handle = client_runtime
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
     let store = StoreClient::connect(StoreClientConfig::with_seeds(cluster.seeds())).await?;
     let mut cfg = ManagerConfig::local(1, cluster.seeds());
     if let Some(us) = std::env::var("BENCH_GROUP_WAIT_US")
@@ -48,6 +70,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(CommitClientConfig::new([""], 0).max_in_flight);
+    let entered = client_handle.enter();
     let pool: Vec<CommitClient> = (0..clients)
         .map(|i| {
             let mut cfg = CommitClientConfig::new([addr.clone()], i as u64 + 1);
@@ -56,6 +79,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
             CommitClient::new(cfg)
         })
         .collect::<Result<_, _>>()?;
+    drop(entered);
     let inproc = std::env::var("BENCH_INPROC").is_ok();
     for t in 0..tasks {
         if inproc {
@@ -75,7 +99,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         let client = pool[t % clients].clone();
         let done = done.clone();
         let stop = stop.clone();
-        handles.push(tokio::spawn(async move {
+        handles.push(client_handle.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let started = client.start().await?;
                 client.commit(started.tid).await?;
@@ -109,6 +133,9 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         after.snapshot_bytes
     );
     drop(pool);
+    if let Some(runtime) = client_runtime {
+        runtime.shutdown_background();
+    }
     manager.shutdown().await;
     cluster.shutdown().await;
     Ok(())
