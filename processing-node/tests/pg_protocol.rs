@@ -320,3 +320,41 @@ async fn newer_protocol_minor_versions_are_negotiated_down() -> anyhow::Result<(
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn notices_and_warnings_carry_their_severity_once() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let t = PgTest::start().await?;
+    let (client, mut connection) =
+        tokio_postgres::connect(&t.url(USER, None), tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = tx.send(notice);
+            }
+        }
+    });
+    client
+        .batch_execute("DROP TABLE IF EXISTS nothing_here")
+        .await?;
+    let notice = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no notice"))?;
+    assert_eq!(notice.severity(), "NOTICE");
+    assert_eq!(notice.code().code(), "00000");
+    assert_eq!(
+        notice.message(),
+        "table \"nothing_here\" does not exist, skipping"
+    );
+    client.batch_execute("COMMIT").await?;
+    let warning = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no warning"))?;
+    assert_eq!(warning.severity(), "WARNING");
+    assert_eq!(warning.message(), "there is no transaction in progress");
+    drop(client);
+    t.shutdown().await;
+    Ok(())
+}

@@ -223,13 +223,20 @@ impl Connection {
     /// Sends the NOTICEs the engine produced (before the statement's CommandComplete).
     fn send_notices(&mut self) -> Result<(), ConnError> {
         for notice in self.session.take_notices() {
+            // The engine's notices read "WARNING: …" / "NOTICE: …"; the severity travels
+            // in its own field (clients print it before the message).
+            let (severity, code, message) = match notice.split_once(": ") {
+                Some(("WARNING", m)) => ("WARNING", "01000", m.to_owned()),
+                Some(("NOTICE", m)) => ("NOTICE", "00000", m.to_owned()),
+                _ => ("NOTICE", "00000", notice),
+            };
             self.conn
                 .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::new(
                     vec![
-                        (b'S', "NOTICE".to_owned()),
-                        (b'V', "NOTICE".to_owned()),
-                        (b'C', "00000".to_owned()),
-                        (b'M', notice),
+                        (b'S', severity.to_owned()),
+                        (b'V', severity.to_owned()),
+                        (b'C', code.to_owned()),
+                        (b'M', message),
                     ],
                 )))?;
         }
