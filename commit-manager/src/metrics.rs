@@ -46,6 +46,8 @@ pub struct ManagerMetrics {
     pub leases: IntCounterVec,
     /// Other managers seen by the last merge.
     pub peers: IntGauge,
+    /// Open `Session` streams (about one per processing node).
+    pub sessions: IntGauge,
 }
 
 impl ManagerMetrics {
@@ -115,6 +117,10 @@ impl ManagerMetrics {
             peers: registry.register_int_gauge(
                 "shmdb_commit_peer_managers",
                 "Other commit managers seen by the last merge",
+            )?,
+            sessions: registry.register_int_gauge(
+                "shmdb_commit_sessions",
+                "Open Session streams (about one per processing node)",
             )?,
             registry,
         })

@@ -40,6 +40,7 @@ async fn run(
     mut inbound: Streaming<pb::SessionRequest>,
     tx: mpsc::UnboundedSender<Result<pb::SessionResponse, Status>>,
 ) {
+    let _open = OpenSession::new(manager.metrics().sessions.clone());
     let mut answers: FuturesUnordered<Answer> = FuturesUnordered::new();
     let mut reading = true;
     let watcher = manager.clone();
@@ -116,6 +117,22 @@ fn accept(
                 answer: Some(answer),
             }
         }));
+    }
+}
+
+/// Counts a session in the open-sessions gauge for as long as it lives.
+struct OpenSession(prometheus::IntGauge);
+
+impl OpenSession {
+    fn new(gauge: prometheus::IntGauge) -> OpenSession {
+        gauge.inc();
+        OpenSession(gauge)
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

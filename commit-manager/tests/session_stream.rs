@@ -170,6 +170,8 @@ async fn stopping_the_manager_ends_open_sessions() -> anyhow::Result<()> {
     session.send(1, 1, &[], &[]).await;
     let tid = started(&session.answer().await?).tids[0];
     assert!(running.manager.is_running(tid));
+    let gauge = running.manager.metrics().sessions.clone();
+    assert_eq!(gauge.get(), 1);
 
     // A graceful shutdown must not wait for the client to close its session.
     tokio::time::timeout(Duration::from_secs(10), running.shutdown())
@@ -182,6 +184,15 @@ async fn stopping_the_manager_ends_open_sessions() -> anyhow::Result<()> {
         Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
         Ok(other) => panic!("expected UNAVAILABLE, got {other:?}"),
     }
+    common::wait_for(
+        "the ended session to leave the gauge",
+        Duration::from_secs(10),
+        || {
+            let open = gauge.get();
+            async move { (open == 0).then_some(()) }
+        },
+    )
+    .await?;
     store.cluster.shutdown().await;
     Ok(())
 }
