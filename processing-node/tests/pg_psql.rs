@@ -191,6 +191,8 @@ async fn psql_backslash_d_commands() -> anyhow::Result<()> {
         out.contains("unique, btree, for table \"public.accounts\""),
         "\\d accounts_code_key:\n{out}"
     );
+    let out = d("\\l").await?;
+    assert!(out.contains("shmdb|shmdb|UTF8|C|C||libc|"), "\\l:\n{out}");
     // A name that matches nothing: psql says so (and exits non-zero).
     let (ok, out, err) = psql(port, &["\\d nosuch"]).await?;
     assert!(

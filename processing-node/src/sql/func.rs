@@ -136,6 +136,8 @@ impl Func {
                 _,
             ) => Func::True,
             ("pg_get_userbyid", 1) => Func::Constant("shmdb"),
+            // The one encoding (pg_database.encoding 6).
+            ("pg_encoding_to_char", 1) => Func::Constant("UTF8"),
             ("obj_description" | "col_description" | "shobj_description", _) => Func::NullText,
             ("pg_get_expr", 2 | 3) => Func::GetExpr,
             ("array_to_string", 2) => Func::ArrayToString,

@@ -495,6 +495,14 @@ pub fn columns(v: VirtualTable) -> Vec<(&'static str, PgType)> {
             ("datname", Text),
             ("encoding", Int4),
             ("datcollate", Text),
+            ("datdba", Int8),
+            ("datctype", Text),
+            ("daticulocale", Text),
+            ("datlocprovider", Text),
+            ("datacl", Text),
+            ("datistemplate", Bool),
+            ("datallowconn", Bool),
+            ("datconnlimit", Int4),
         ],
         VirtualTable::PgSettings => vec![("name", Text), ("setting", Text)],
         VirtualTable::InfoTables => vec![
@@ -832,7 +840,20 @@ pub fn rows(v: VirtualTable, catalog: &Catalog) -> Vec<Vec<Datum>> {
             vec![Datum::Int(403), text("btree"), text("i"), Datum::Bool(true)],
         ],
         VirtualTable::PgDatabase => {
-            vec![vec![Datum::Int(1), text("shmdb"), Datum::Int(6), text("C")]]
+            vec![vec![
+                Datum::Int(1),
+                text("shmdb"),
+                Datum::Int(6),
+                text("C"),
+                Datum::Int(10),
+                text("C"),
+                Datum::Null,
+                text("c"),
+                Datum::Null,
+                Datum::Bool(false),
+                Datum::Bool(true),
+                Datum::Int(-1),
+            ]]
         }
         VirtualTable::PgSettings => crate::sql::settings::defaults()
             .into_iter()
