@@ -14,7 +14,7 @@
 # Environment (defaults in brackets): WAREHOUSES [4], THREADS [8], DURATION [120s],
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
 # BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [target/release/shmdb], PG_PORT [5442],
-# SHMDB_PG_PORT [5432], SKIP_CHECK [unset; set: no `check` after the run], WEIGHT [go-tpc's 45,43,4,4,4 mix; e.g. 100,0,0,0,0 for NewOrder only], PNS [1 2 3: processing-node counts of `scale`], PROFILE [unset; set: perf record of the server during each run,
+# SHMDB_PG_PORT [5432], ISOLATION [4: go-tpc's number for REPEATABLE READ; 2 = READ COMMITTED], SKIP_CHECK [unset; set: no `check` after the run], WEIGHT [go-tpc's 45,43,4,4,4 mix; e.g. 100,0,0,0,0 for NewOrder only], PNS [1 2 3: processing-node counts of `scale`], PROFILE [unset; set: perf record of the server during each run,
 # with a flamegraph].
 #
 # Every run: `go-tpc tpcc prepare` (schema, load, and the driver's check of the loaded data),
@@ -30,6 +30,7 @@ WAREHOUSES=${WAREHOUSES:-4}
 THREADS=${THREADS:-8}
 DURATION=${DURATION:-120s}
 GOTPC_VERSION=${GOTPC_VERSION:-v1.0.12}
+ISOLATION=${ISOLATION:-4}
 BENCH_CACHE=${BENCH_CACHE:-$HOME/.cache/shmdb-bench}
 SHMDB_BIN=${SHMDB_BIN:-$ROOT/target/release/shmdb}
 PG_PORT=${PG_PORT:-5442}
@@ -152,7 +153,7 @@ tpcc() { # label ports user server-pid [extra prepare flags]
     perf record -e cpu-clock -F 499 -g -p "$pid" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation 4 ${WEIGHT:+--weight "$WEIGHT"} \
+  "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation "$ISOLATION" ${WEIGHT:+--weight "$WEIGHT"} \
     --ignore-error --silence --interval 30s >"$OUT/$label.run.log" 2>&1 || true
   cpu1=$(cpu_seconds "$pid")
   rpc1=$(python3 "$HERE/rpcs.py" 9401 9402 9403)
