@@ -70,12 +70,7 @@ impl Exec<'_> {
                     .ok_or_else(|| SqlError::internal("correlated subquery slot missing"))?;
                 *slot = sub_result(result, s.as_set);
             }
-            let ctx = EvalCtx {
-                params: self.params,
-                subqueries: &self.subs,
-                outer: None,
-                now: self.now,
-            };
+            let ctx = self.eval_ctx();
             out.push(
                 exprs
                     .iter()

@@ -13,7 +13,7 @@ use crate::sql::bind::{Planner, Scope, ScopeCol, TableRef, ident, object_name};
 use crate::sql::catalog::{CatalogCache, TableMeta};
 use crate::sql::error::SqlError;
 use crate::sql::exec::{Exec, Row};
-use crate::sql::expr::{EvalCtx, Expr};
+use crate::sql::expr::Expr;
 use crate::sql::plan::{Plan, QueryPlan, ScanNode};
 use crate::sql::txn_error;
 use crate::sql::types::{Column, PgType};
@@ -413,12 +413,7 @@ impl Exec<'_> {
         out: &mut Vec<Row>,
     ) -> Result<(), SqlError> {
         if let Some(r) = r {
-            let ctx = EvalCtx {
-                params: self.params,
-                subqueries: &self.subs,
-                outer: None,
-                now: self.now,
-            };
+            let ctx = self.eval_ctx();
             out.push(
                 r.exprs
                     .iter()
@@ -585,12 +580,7 @@ impl Exec<'_> {
             }
             let mut new = old.clone();
             {
-                let ctx = EvalCtx {
-                    params: self.params,
-                    subqueries: &self.subs,
-                    outer: None,
-                    now: self.now,
-                };
+                let ctx = self.eval_ctx();
                 for (col, e) in &p.sets {
                     new[*col] = assign(e.eval(&old, &ctx)?, meta.columns[*col].ty)?;
                 }

@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::Bound;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use crate::datum::Datum;
@@ -104,33 +103,14 @@ impl<'a> Exec<'a> {
         self.subs = vec![SubResult::Pending; subs.len()];
         for (i, s) in subs.iter().enumerate() {
             let rows = self.run(&s.plan.plan).await?;
-            self.subs[i] = if s.as_set {
-                let mut set = HashSet::new();
-                let mut has_null = false;
-                for r in &rows {
-                    let v = r.first().cloned().unwrap_or(Datum::Null);
-                    if v.is_null() {
-                        has_null = true;
-                    } else {
-                        set.insert(hash_key(&[v]));
-                    }
-                }
-                SubResult::Set(Arc::new(set), has_null)
-            } else {
-                SubResult::Rows(Arc::new(rows))
-            };
+            self.subs[i] = crate::sql::apply::sub_result(rows, s.as_set);
         }
         Ok(())
     }
 
     /// Evaluates an expression that reads no row.
     pub fn eval_free(&self, e: &Expr) -> Result<Datum, SqlError> {
-        let ctx = EvalCtx {
-            params: self.params,
-            subqueries: &self.subs,
-            outer: None,
-            now: self.now,
-        };
+        let ctx = self.eval_ctx();
         e.eval(&[], &ctx)
     }
 
@@ -203,12 +183,7 @@ impl<'a> Exec<'a> {
                 Plan::Virtual(v) => pg_catalog::rows(*v, self.catalog),
                 Plan::Filter(input, pred) => {
                     let rows = self.run(input).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     let mut out = Vec::new();
                     for r in rows {
                         if pred.test(&r, &ctx)? {
@@ -219,12 +194,7 @@ impl<'a> Exec<'a> {
                 }
                 Plan::Project(input, exprs) => {
                     let rows = self.run(input).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     let mut out = Vec::with_capacity(rows.len());
                     for r in rows {
                         out.push(
@@ -245,12 +215,7 @@ impl<'a> Exec<'a> {
                 } => {
                     let l = self.run(left).await?;
                     let r = self.run(right).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     let mut out = Vec::new();
                     for lr in &l {
                         let mut matched = false;
@@ -292,12 +257,7 @@ impl<'a> Exec<'a> {
                 } => {
                     let l = self.run(left).await?;
                     let r = self.run(right).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     let mut table: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
                     for (i, rr) in r.iter().enumerate() {
                         let k = right_keys
@@ -342,22 +302,12 @@ impl<'a> Exec<'a> {
                     aggs,
                 } => {
                     let rows = self.run(input).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     aggregate(rows, groups, aggs, &ctx)?
                 }
                 Plan::Sort(input, keys) => {
                     let rows = self.run(input).await?;
-                    let ctx = EvalCtx {
-                        params: self.params,
-                        subqueries: &self.subs,
-                        outer: None,
-                        now: self.now,
-                    };
+                    let ctx = self.eval_ctx();
                     sort(rows, keys, &ctx)?
                 }
                 Plan::Distinct(input, n) => {
@@ -413,12 +363,7 @@ impl<'a> Exec<'a> {
         exprs: &[Expr],
         row: &[Datum],
     ) -> Result<Option<Row>, SqlError> {
-        let ctx = EvalCtx {
-            params: self.params,
-            subqueries: &self.subs,
-            outer: None,
-            now: self.now,
-        };
+        let ctx = self.eval_ctx();
         let mut out = Vec::with_capacity(exprs.len());
         for (e, c) in exprs.iter().zip(cols) {
             let ty = meta.columns.get(*c).map_or(SqlType::Text, |m| m.ty);
@@ -620,12 +565,7 @@ impl<'a> Exec<'a> {
 
     fn filter_rows(&self, rows: Vec<Row>, filter: Option<&Expr>) -> Result<Vec<Row>, SqlError> {
         let Some(f) = filter else { return Ok(rows) };
-        let ctx = EvalCtx {
-            params: self.params,
-            subqueries: &self.subs,
-            outer: None,
-            now: self.now,
-        };
+        let ctx = self.eval_ctx();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             if f.test(&r, &ctx)? {
@@ -668,12 +608,7 @@ impl<'a> Exec<'a> {
         } else {
             self.tx.get_many(&def, &unique).await.map_err(txn_error)?
         };
-        let ctx = EvalCtx {
-            params: self.params,
-            subqueries: &self.subs,
-            outer: None,
-            now: self.now,
-        };
+        let ctx = self.eval_ctx();
         let width = meta.columns.len();
         let mut out = Vec::new();
         for (lr, k) in left.into_iter().zip(keys) {
