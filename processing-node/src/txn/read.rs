@@ -71,16 +71,9 @@ impl Transaction {
                 .chain(std::iter::repeat(None)),
         ) {
             let read = match outcome {
-                OpOutcome::Value(Some(v)) => ReadRecord {
-                    record: Record::decode(&v.value)?,
-                    stamp: Some(v.stamp),
-                    snapshot: self.snapshot.clone(),
-                },
-                OpOutcome::Value(None) => ReadRecord {
-                    record: Record::new(),
-                    stamp: None,
-                    snapshot: self.snapshot.clone(),
-                },
+                OpOutcome::Value(found) => {
+                    ReadRecord::found(found.as_ref(), self.snapshot.clone())?
+                }
                 OpOutcome::Failed(e) => return Err(e.into()),
                 other => {
                     return Err(TxnError::Corrupt(format!(

@@ -35,6 +35,27 @@ pub(crate) enum Pending {
     Lock,
 }
 
+impl ReadRecord {
+    /// What a get found (`None`: no record), read under `snapshot`.
+    pub(crate) fn found(
+        found: Option<&shmdb_store_client::Versioned>,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<ReadRecord, crate::error::DecodeError> {
+        Ok(match found {
+            Some(v) => ReadRecord {
+                record: Record::decode(&v.value)?,
+                stamp: Some(v.stamp),
+                snapshot,
+            },
+            None => ReadRecord {
+                record: Record::new(),
+                stamp: None,
+                snapshot,
+            },
+        })
+    }
+}
+
 /// Where the transaction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {

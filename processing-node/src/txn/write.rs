@@ -19,7 +19,6 @@ use crate::datum::Datum;
 use crate::encoding::key::encode_key;
 use crate::encoding::row::{decode_row, encode_row};
 use crate::keys;
-use crate::record::Record;
 use crate::txn::error::TxnError;
 use crate::txn::schema::{IndexDef, TableDef};
 use crate::txn::transaction::{Pending, ReadRecord, StoreKey, Transaction};
@@ -312,18 +311,7 @@ impl Transaction {
             shared.invalidate(key);
         }
         let found = self.engine.store.get(key.0, key.1.clone()).await?;
-        let read = match found {
-            Some(v) => ReadRecord {
-                record: Record::decode(&v.value)?,
-                stamp: Some(v.stamp),
-                snapshot,
-            },
-            None => ReadRecord {
-                record: Record::new(),
-                stamp: None,
-                snapshot,
-            },
-        };
+        let read = ReadRecord::found(found.as_ref(), snapshot)?;
         self.reads.insert(key.clone(), read);
         Ok(())
     }
