@@ -9,8 +9,19 @@
 : "${K8S_VERSION:=v1.34.4}"
 : "${KWOK_VERSION:=v0.8.0}"
 : "${SHMDB_E2E_ETCD_VERSION:=v3.6.16}"
+# etcd is built from its Go module by default: Debian's 3.4 lacks RequestWatchProgress, so
+# the apiserver refuses kwok's watch-list streams; kwok then works from stale caches, its
+# node-Lease renewals fail with conflicts, the node controller marks the simulated nodes
+# NotReady and evicts their pods (a CI run lost its storage tier that way). Set
+# SHMDB_E2E_BUILD_ETCD=0 (Debian's etcd-server) or SHMDB_E2E_ETCD=/path to use another.
+if [[ -n "${SHMDB_E2E_ETCD:-}" ]]; then
+  : "${SHMDB_E2E_BUILD_ETCD:=0}"
+else
+  : "${SHMDB_E2E_BUILD_ETCD:=1}"
+fi
 : "${SHMDB_E2E_STATE:=${TMPDIR:-/tmp}/shmdb-e2e}"
 export SHMDB_E2E_CACHE K8S_VERSION KWOK_VERSION SHMDB_E2E_ETCD_VERSION SHMDB_E2E_STATE
+export SHMDB_E2E_BUILD_ETCD
 export GOMODCACHE="$SHMDB_E2E_CACHE/gomod"
 export GOCACHE="$SHMDB_E2E_CACHE/gobuild"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"

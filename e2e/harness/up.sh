@@ -133,10 +133,12 @@ for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat
   cat "$stages/$f"
 done >"$state/kwok-stages.yaml"
 # Node Leases keep the simulated nodes Ready (without them the node controller marks them
-# NotReady after its grace period). kwok's informers ask for watch-list streams, which the
-# apiserver refuses on etcd 3.4 (no RequestWatchProgress; 3.4.31+/3.5.13+ have it): each
-# refusal makes them list again after a back-off, so kwok sees new pods seconds late. The
-# tests wait on conditions, so this costs time, not correctness.
+# NotReady after its grace period and evicts their pods). kwok's informers ask for
+# watch-list streams, which the apiserver refuses on etcd 3.4 (no RequestWatchProgress;
+# 3.4.31+/3.5.13+ have it); each refusal leaves kwok's caches stale until a later list, and
+# renewing a Lease from a stale copy fails with a conflict. The default etcd (built, 3.6)
+# serves them; on any other, client-go's feature gate turns watch-list off for kwok.
+KUBE_FEATURE_WatchListClient=false \
 start kwok "$KWOK_BIN/kwok" --kubeconfig "$kubeconfig" \
   --config "$state/kwok-stages.yaml" --node-lease-duration-seconds 40 \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \

@@ -121,6 +121,17 @@ fn check_conditions(db: &SharedMemDatabase) -> Vec<String> {
         .collect()
 }
 
+/// The partition-map version in the database's status now.
+async fn current_map_version(cluster: &Cluster, db: &SharedMemDatabase) -> Result<i64> {
+    database::api(cluster, &db.namespace_or_default())
+        .get(&db.name())
+        .await?
+        .status
+        .and_then(|s| s.partition_map)
+        .map(|m| m.version)
+        .context("the partition map left the status")
+}
+
 /// `kubectl get smdb` (and `-o wide`) print the printer columns with the right values.
 async fn check_columns(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Vec<String>> {
     let ns = db.namespace_or_default();
@@ -152,7 +163,6 @@ async fn check_columns(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Vec<
                 db.spec.storage.replicas.to_string(),
                 db.spec.commit_managers.replicas.to_string(),
                 db.spec.replication_factor.to_string(),
-                map_version.to_string(),
             ],
         ),
         (
@@ -176,8 +186,6 @@ async fn check_columns(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Vec<
                 db.spec.storage.replicas.to_string(),
                 db.spec.commit_managers.replicas.to_string(),
                 db.spec.replication_factor.to_string(),
-                map_version.to_string(),
-                "0".to_string(),
                 format!("{name}.{ns}.svc:5432"),
             ],
         ),
@@ -200,11 +208,26 @@ async fn check_columns(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Vec<
                 args.join(" ")
             ));
         }
-        // The last column (AGE) changes; every other one must match.
-        if got_row.len() != header.len() || got_row[..row.len()] != row[..] {
+        // The map version may move on between the status read and kubectl's (placement
+        // rebalances a Ready database), so MAP must lie between that read and one after.
+        let map_after = current_map_version(cluster, db).await?;
+        let map_ok = got_row
+            .get(row.len())
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| (map_version..=map_after).contains(&v));
+        // `-o wide` then has UNDERREPLICATED and ENDPOINT; AGE (last) changes.
+        let wide_ok = header.len() == row.len() + 2
+            || got_row.get(row.len() + 1..row.len() + 3)
+                == Some(&["0", format!("{name}.{ns}.svc:5432").as_str()][..]);
+        if got_row.len() != header.len() || got_row[..row.len()] != row[..] || !map_ok || !wide_ok {
             problems.push(format!(
-                "`kubectl {}` row {got_row:?}, want {row:?} then AGE",
-                args.join(" ")
+                "`kubectl {}` row {got_row:?}, want {row:?}, MAP in {map_version}..={map_after}{} then AGE",
+                args.join(" "),
+                if header.len() > row.len() + 2 {
+                    format!(", 0, {name}.{ns}.svc:5432")
+                } else {
+                    String::new()
+                }
             ));
         }
     }

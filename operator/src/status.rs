@@ -67,7 +67,8 @@ pub fn build(
     let tiers_ready = pn_ready >= db.spec.processing.replicas
         && sn_ready >= decision.stateful_set_replicas
         && cm_ready >= cm.max(1);
-    let placement_ok = placement.is_none() || under == Some(0);
+    let silent = placement.map_or(0, |p| p.silent_nodes);
+    let placement_ok = placement.is_none() || (under == Some(0) && silent == 0);
     let ready_now = tiers_ready && placement_ok;
     let moving =
         !decision.draining.is_empty() || map.as_ref().is_some_and(|m| m.moves_in_flight > 0);
@@ -91,10 +92,15 @@ pub fn build(
             "TiersNotReady"
         },
         format!(
-            "processing {pn_ready}/{}, storage {sn_ready}/{}, commit managers {cm_ready}/{}",
+            "processing {pn_ready}/{}, storage {sn_ready}/{}, commit managers {cm_ready}/{}{}",
             db.spec.processing.replicas,
             decision.stateful_set_replicas,
-            cm.max(1)
+            cm.max(1),
+            if silent > 0 {
+                format!("; {silent} storage nodes in the partition map not answering")
+            } else {
+                String::new()
+            }
         ),
     );
     set(
@@ -160,5 +166,91 @@ pub fn build(
         }),
         partition_map: map.or_else(|| previous.partition_map.clone()),
         endpoint: Some(names.endpoint()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::fixtures::example_database;
+
+    fn set(name: String, replicas: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                name: Some(name),
+                ..Default::default()
+            },
+            status: Some(StatefulSetStatus {
+                replicas,
+                ready_replicas: Some(replicas),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ready_condition(placement: &PlacementSnapshot) -> (bool, String) {
+        let db = example_database("db", "ns");
+        let names = Names::of(&db);
+        let sets: Vec<StatefulSet> = [
+            (Tier::Processing, db.spec.processing.replicas),
+            (Tier::Storage, db.spec.storage.replicas),
+            (Tier::CommitManager, db.spec.commit_managers.replicas),
+        ]
+        .into_iter()
+        .map(|(tier, n)| set(names.stateful_set(tier), n))
+        .collect();
+        let decision = autoscale::StorageDecision {
+            target: db.spec.storage.replicas,
+            stateful_set_replicas: db.spec.storage.replicas,
+            draining: Vec::new(),
+            scaled: None,
+            utilization: None,
+            last_scale_time: None,
+        };
+        let status = build(
+            &db,
+            &names,
+            &SharedMemDatabaseStatus::default(),
+            &sets,
+            &decision,
+            Some(placement),
+            Timestamp::UNIX_EPOCH,
+        );
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .map(|c| (c.status == "True", c.message.clone()));
+        ready.unwrap_or((false, "no Ready condition".into()))
+    }
+
+    #[test]
+    fn a_map_node_that_has_not_answered_keeps_the_database_not_ready() {
+        let whole = PlacementSnapshot {
+            leader: true,
+            map_version: Some(1),
+            ranges: 8,
+            ..Default::default()
+        };
+        let (ready, message) = ready_condition(&whole);
+        assert!(ready, "{message}");
+        // Just bootstrapped: the map names every node with its copies, but two nodes have
+        // not answered yet, so nothing confirms they hold them.
+        let silent = PlacementSnapshot {
+            silent_nodes: 2,
+            ..whole.clone()
+        };
+        let (ready, message) = ready_condition(&silent);
+        assert!(!ready, "Ready with silent nodes: {message}");
+        assert!(message.contains("2 storage nodes"), "{message}");
+        let under = PlacementSnapshot {
+            under_replicated: 1,
+            ..whole
+        };
+        assert!(!ready_condition(&under).0);
     }
 }

@@ -75,8 +75,12 @@ pub struct ReconcileOutcome {
     pub steps: Vec<Step>,
     /// Ranges with no live replica at all (their data is gone).
     pub lost: Vec<u64>,
-    /// Nodes that answered the probe.
+    /// Nodes that answered the probe or are not yet declared lost.
     pub live: BTreeSet<NodeId>,
+    /// Nodes that actually answered this round's probe: a node the map names but that has
+    /// not answered may not hold what the map says yet (just bootstrapped, restarting), so
+    /// the database is not known to be whole until every node is in here.
+    pub answered: BTreeSet<NodeId>,
     /// Ranges below the replication factor after the round.
     pub under_replicated: usize,
 }
@@ -336,6 +340,7 @@ impl PlacementManager {
             lost: planned.lost,
             under_replicated: map.under_replicated(),
             live,
+            answered: reachable,
         })
     }
 

@@ -47,6 +47,9 @@ pub struct PlacementSnapshot {
     pub under_replicated: usize,
     /// Ranges with no live replica.
     pub lost: usize,
+    /// Map nodes that did not answer the last probe: until they do, the map's claim that
+    /// every range has its copies is unconfirmed, so the database is not Ready.
+    pub silent_nodes: usize,
     /// Steps executed in the last round.
     pub moves: usize,
     /// Record memory of the storage tier.
@@ -385,6 +388,11 @@ impl Runner {
             ranges: map.ranges.len(),
             under_replicated: outcome.under_replicated,
             lost: outcome.lost.len(),
+            silent_nodes: map
+                .nodes
+                .keys()
+                .filter(|id| !outcome.answered.contains(id))
+                .count(),
             moves: outcome.steps.len(),
             memory,
             removable,
