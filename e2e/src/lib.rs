@@ -2,6 +2,9 @@
 //!
 //! The tests live in `tests/`; `run.sh` builds and starts a control plane on 127.0.0.1 (or
 //! uses the cluster `KUBECONFIG` names), installs the CRD and the operator's RBAC, runs the
-//! operator and then `cargo test -p shmdb-e2e`. This library target is empty: it exists so
-//! the package is a workspace member whose tests `cargo test --workspace` compiles (and
-//! skips unless a cluster is promised; see `build.rs`).
+//! operator and then `cargo test -p shmdb-e2e`. The tests compile in every `cargo test
+//! --workspace` and skip unless a cluster is promised (see `build.rs`). The library holds
+//! the harness's cluster DNS responder ([`dns`], run as the `e2e-dns` binary), which the
+//! real node's pods need because the harness has no CoreDNS.
+
+pub mod dns;
