@@ -19,6 +19,26 @@ if [[ -f "$state/pids" ]]; then
   for f in "$state"/operators/*.pid; do
     [[ -f "$f" ]] && stop "$(cat "$f")" "$(basename "$f" .pid)"
   done
+  # The real node's containers outlive containerd (their shims are daemons): stop the
+  # kubelet first so it restarts nothing, then kill and delete every task while containerd
+  # still answers.
+  grep -- ' kubelet$' "$state/pids" | while read -r pid name; do stop "$pid" "$name"; done
+  sock="$state/real-node/containerd.sock"
+  if [[ -S "$sock" ]]; then
+    tasks="$(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null || true)"
+    for task in $tasks; do ctr --address "$sock" -n k8s.io tasks kill -s SIGKILL "$task" >/dev/null 2>&1; done
+    for task in $tasks; do
+      for _ in $(seq 1 50); do
+        ctr --address "$sock" -n k8s.io tasks delete "$task" >/dev/null 2>&1 && break
+        sleep 0.1
+      done
+    done
+  fi
   grep -v -- '-supervisor$' "$state/pids" | tac | while read -r pid name; do stop "$pid" "$name"; done
   rm -f "$state/pids"
 fi
+# What containerd mounted under the state directory (rootfs, shm, netns), so the next
+# up.sh can remove it.
+grep -o " $state/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r mnt; do
+  umount -l "$mnt" 2>/dev/null || true
+done

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Adds one real node to the harness's cluster: containerd + runc + CNI bridge from Debian and
 # a kubelet built from the Kubernetes modules (SHMDB_E2E_BUILD_KUBELET=1 build.sh), on
-# cgroup v1. Run after up.sh; down.sh stops what this starts. Not yet used by run.sh: pods
-# run (checked: a pod gets a bridge IP and goes Running), but shmdb's pods also need pod
-# DNS names and Service VIPs (no cluster DNS, no kube-proxy here) and the project image;
-# see e2e/README.md, "Real pods".
+# cgroup v1, plus the cluster DNS its pods use (e2e-dns on the bridge's gateway address).
+# The node is tainted and labelled shmdb.io/e2e-real=true, so only a test that tolerates
+# and selects it (tests/real_pods.rs) puts pods there; kwok's nodes keep the others.
+# Run after up.sh; waits until the node is Ready; down.sh stops what this starts. The
+# project image comes from image.sh. See e2e/README.md, "Real pods".
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +17,11 @@ logs="$state/logs"
 kubeconfig="$state/admin.kubeconfig"
 : "${SHMDB_E2E_KUBELET_PORT:=20250}"
 : "${SHMDB_E2E_POD_CIDR:=10.88.0.0/16}"
+# The bridge's own address: the pods' gateway and where the cluster DNS answers.
+: "${SHMDB_E2E_POD_GATEWAY:=10.88.0.1}"
+: "${SHMDB_E2E_DNS_METRICS_PORT:=20253}"
+repo="$(cd "$here/../.." && pwd)"
+bins="${SHMDB_E2E_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}"
 
 missing_pkgs=()
 for pkg in containerd runc containernetworking-plugins; do
@@ -74,7 +80,27 @@ healthzPort: 0
 evictionHard: {}
 localStorageCapacityIsolation: false
 resolvConf: ""
+# e2e-dns (below): Service and pod names from the API; there is no CoreDNS here.
+clusterDNS: [$SHMDB_E2E_POD_GATEWAY]
+clusterDomain: cluster.local
 YAML
+
+# The bridge exists before any pod (the CNI plugin adopts it), so the DNS responder can
+# listen on its address from the start.
+if ! ip link show e2e0 >/dev/null 2>&1; then
+  ip link add e2e0 type bridge
+fi
+prefix="${SHMDB_E2E_POD_CIDR#*/}"
+ip addr show dev e2e0 | grep -q "inet $SHMDB_E2E_POD_GATEWAY/" ||
+  ip addr add "$SHMDB_E2E_POD_GATEWAY/$prefix" dev e2e0
+ip link set e2e0 up
+[[ -x "$bins/e2e-dns" ]] || { echo "$bins/e2e-dns missing: cargo build -p shmdb-e2e --bin e2e-dns" >&2; exit 1; }
+echo "$(
+  KUBECONFIG="$kubeconfig" SHMDB_E2E_DNS_LISTEN="$SHMDB_E2E_POD_GATEWAY:53" \
+    SHMDB_METRICS_LISTEN="127.0.0.1:$SHMDB_E2E_DNS_METRICS_PORT" SHMDB_LOG_FORMAT=json \
+    "$bins/e2e-dns" >"$logs/e2e-dns.log" 2>&1 &
+  echo $!
+) e2e-dns" >>"$state/pids"
 
 echo "$(
   containerd --config "$node/containerd.toml" >"$logs/containerd.log" 2>&1 &
@@ -88,7 +114,25 @@ ctr --address "$sock" -n k8s.io images import "$node/pause.tar" >/dev/null
 
 echo "$(
   "$K8S_BIN/kubelet" --config "$node/kubelet.yaml" --kubeconfig "$kubeconfig" \
-    --hostname-override real-node-0 --root-dir "$node/kubelet" >"$logs/kubelet.log" 2>&1 &
+    --hostname-override real-node-0 --root-dir "$node/kubelet" \
+    --register-with-taints shmdb.io/e2e-real=true:NoSchedule \
+    --node-labels shmdb.io/e2e-real=true >"$logs/kubelet.log" 2>&1 &
   echo $!
 ) kubelet" >>"$state/pids"
 log "real node real-node-0 starting (kubelet log: $logs/kubelet.log)"
+for _ in $(seq 1 240); do
+  "$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True && break
+  sleep 0.5
+done
+"$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
+  -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True ||
+  { echo "real-node-0 did not turn Ready within 120 s; see $logs/kubelet.log" >&2; exit 1; }
+# The responder answers once it has listed Pods and Services.
+for _ in $(seq 1 60); do
+  curl -fsS "http://127.0.0.1:$SHMDB_E2E_DNS_METRICS_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$SHMDB_E2E_DNS_METRICS_PORT/readyz" >/dev/null ||
+  { echo "e2e-dns is not ready; see $logs/e2e-dns.log" >&2; exit 1; }
+log "real node real-node-0 Ready; cluster DNS on $SHMDB_E2E_POD_GATEWAY:53"

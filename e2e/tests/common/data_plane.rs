@@ -253,7 +253,9 @@ fn marker(namespace: &str) -> String {
     format!("# shmdb-e2e {namespace}")
 }
 
-fn add_host(ip: &str, host: &str, namespace: &str) -> Result<()> {
+/// Maps `host` to `ip` in `/etc/hosts` (replacing any other line for `host`), tagged with
+/// `namespace` so [`remove_hosts`] finds it.
+pub fn add_host(ip: &str, host: &str, namespace: &str) -> Result<()> {
     let _guard = HOSTS_LOCK.lock();
     let text = std::fs::read_to_string(HOSTS)?;
     let line = format!("{ip} {host} {}", marker(namespace));
@@ -270,7 +272,8 @@ fn add_host(ip: &str, host: &str, namespace: &str) -> Result<()> {
         .with_context(|| format!("writing {HOSTS} (the host data plane needs root)"))
 }
 
-fn remove_hosts(namespace: &str) -> Result<()> {
+/// Removes every `/etc/hosts` line [`add_host`] wrote for `namespace`.
+pub fn remove_hosts(namespace: &str) -> Result<()> {
     let _guard = HOSTS_LOCK.lock();
     let text = std::fs::read_to_string(HOSTS)?;
     let tag = marker(namespace);
