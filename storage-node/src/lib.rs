@@ -22,6 +22,7 @@ pub mod replication;
 pub mod server;
 pub mod service;
 pub mod stamp;
+pub mod stream;
 
 pub use config::NodeConfig;
 pub use node::Node;

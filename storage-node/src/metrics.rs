@@ -66,6 +66,8 @@ pub struct NodeMetrics {
     pub snapshots_sent: IntCounter,
     /// Ranges fenced (deposed primary or diverged replica).
     pub fenced: IntCounter,
+    /// Open `Stream` RPCs (clients multiplexing their requests over one stream each).
+    pub streams: IntGauge,
 }
 
 impl NodeMetrics {
@@ -127,6 +129,10 @@ impl NodeMetrics {
         let snapshots_sent =
             IntCounter::new("shmdb_storage_snapshots_sent_total", "Snapshots sent")?;
         let fenced = IntCounter::new("shmdb_storage_ranges_fenced_total", "Ranges fenced")?;
+        let streams = IntGauge::new(
+            "shmdb_storage_streams",
+            "Open data-path streams (multiplexed batch and scan requests)",
+        )?;
         registry.registry().register(Box::new(ops.clone()))?;
         registry
             .registry()
@@ -156,6 +162,7 @@ impl NodeMetrics {
             .registry()
             .register(Box::new(snapshots_sent.clone()))?;
         registry.registry().register(Box::new(fenced.clone()))?;
+        registry.registry().register(Box::new(streams.clone()))?;
         let op_counters = OP_KINDS
             .iter()
             .map(|kind| {
@@ -181,6 +188,7 @@ impl NodeMetrics {
             replication_seconds,
             snapshots_sent,
             fenced,
+            streams,
         })
     }
 

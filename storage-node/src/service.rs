@@ -45,6 +45,19 @@ impl NodeService {
 
 #[tonic::async_trait]
 impl storage_server::Storage for NodeService {
+    type StreamStream = crate::stream::ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        Ok(Response::new(crate::stream::serve(
+            self.node.clone(),
+            request.into_inner(),
+            crate::MAX_MESSAGE_BYTES,
+        )))
+    }
+
     async fn batch(
         &self,
         request: Request<pb::BatchRequest>,

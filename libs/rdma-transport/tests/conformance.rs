@@ -1,7 +1,8 @@
 //! The transport conformance suite (`shmdb_rdma_transport::conformance`) run against every
 //! transport available on this machine, each talking to real storage nodes on 127.0.0.1:
 //!
-//! - `tcp`: the gRPC transport;
+//! - `tcp`: the gRPC transport with unary calls;
+//! - `tcp_stream`: the gRPC transport with requests multiplexed over `Stream` sessions;
 //! - `rdma_fake`: the RDMA transport and the node's RDMA server over the in-memory verbs
 //!   fabric (everything but the NIC is the production code);
 //! - `rdma_verbs`: the RDMA transport over ibverbs, when the binary has the `rdma` feature
@@ -25,7 +26,7 @@ use shmdb_rdma_transport::{
     Discovery, RdmaConfig, RdmaDevice, RdmaTransport, TransportKind, TransportMetrics,
 };
 use shmdb_storage_node::{NodeConfig, RunningNode};
-use shmdb_store_client::{GrpcConfig, GrpcTransport, Transport};
+use shmdb_store_client::{DataPath, GrpcConfig, GrpcTransport, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -199,7 +200,7 @@ async fn start_node(device: Option<Arc<dyn RdmaDevice>>, stalled: bool) -> Node 
 }
 
 enum Client {
-    Grpc,
+    Grpc(DataPath),
     Rdma(Arc<dyn RdmaDevice>, QpConfig),
 }
 
@@ -208,6 +209,8 @@ struct NodeFixture {
     server_device: Option<Arc<dyn RdmaDevice>>,
     client: Client,
     fabric: Option<FakeFabric>,
+    /// The gRPC transports handed out, to check which data path carried the traffic.
+    grpc: Mutex<Vec<Arc<GrpcTransport>>>,
 }
 
 #[async_trait]
@@ -218,10 +221,15 @@ impl Fixture for NodeFixture {
 
     fn transport(&self, request_timeout: Duration) -> Arc<dyn Transport> {
         match &self.client {
-            Client::Grpc => Arc::new(GrpcTransport::new(GrpcConfig {
-                request_timeout,
-                ..GrpcConfig::default()
-            })),
+            Client::Grpc(data_path) => {
+                let transport = Arc::new(GrpcTransport::new(GrpcConfig {
+                    request_timeout,
+                    data_path: *data_path,
+                    ..GrpcConfig::default()
+                }));
+                self.grpc.lock().push(transport.clone());
+                transport
+            }
             Client::Rdma(device, qp) => Arc::new(RdmaTransport::new(
                 device.clone(),
                 RdmaConfig {
@@ -246,11 +254,19 @@ impl Fixture for NodeFixture {
 }
 
 impl NodeFixture {
-    /// For the fake fabric: the check's traffic really went over RDMA.
+    /// For the fake fabric: the check's traffic really went over RDMA; for gRPC: over
+    /// streams exactly when the fixture asked for them.
     fn assert_rdma_carried_traffic(&self) {
         if let Some(fabric) = &self.fabric {
             let stats = fabric.stats();
             assert!(stats.send_wrs > 0 && stats.doorbells > 0, "{stats:?}");
+        }
+        if let Client::Grpc(data_path) = &self.client {
+            let opened: u64 = self.grpc.lock().iter().map(|t| t.streams_opened()).sum();
+            match data_path {
+                DataPath::Stream => assert!(opened > 0, "[{}] no stream was opened", self.name),
+                DataPath::Unary => assert_eq!(opened, 0, "[{}] unary opened streams", self.name),
+            }
         }
     }
 }
@@ -259,8 +275,19 @@ fn tcp() -> Option<NodeFixture> {
     Some(NodeFixture {
         name: "tcp",
         server_device: None,
-        client: Client::Grpc,
+        client: Client::Grpc(DataPath::Unary),
         fabric: None,
+        grpc: Mutex::default(),
+    })
+}
+
+fn tcp_stream() -> Option<NodeFixture> {
+    Some(NodeFixture {
+        name: "tcp-stream",
+        server_device: None,
+        client: Client::Grpc(DataPath::Stream),
+        fabric: None,
+        grpc: Mutex::default(),
     })
 }
 
@@ -279,6 +306,7 @@ fn rdma_fake() -> Option<NodeFixture> {
         server_device: Some(device.clone()),
         client: Client::Rdma(device, qp),
         fabric: Some(fabric),
+        grpc: Mutex::default(),
     })
 }
 
@@ -305,6 +333,7 @@ fn rdma_verbs(check: &str) -> Option<NodeFixture> {
             server_device: Some(device.clone()),
             client: Client::Rdma(device, QpConfig::default()),
             fabric: None,
+            grpc: Mutex::default(),
         }),
         Err(e) => skip(format!("{} cannot be opened: {e}", info.name)),
     }
@@ -376,5 +405,6 @@ macro_rules! suite {
 }
 
 suite!(tcp_grpc, |_| tcp());
+suite!(tcp_grpc_stream, |_| tcp_stream());
 suite!(rdma_fake_fabric, |_| rdma_fake());
 suite!(rdma_verbs_device, rdma_verbs);

@@ -1,4 +1,5 @@
-//! The gRPC implementation of [`Transport`]: one cached tonic channel per storage node.
+//! The gRPC implementation of [`Transport`]: one cached tonic channel per storage node,
+//! carrying batches and scans as unary calls or multiplexed over `Stream` sessions.
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -9,9 +10,57 @@ use async_trait::async_trait;
 use shmdb_proto::storage as pb;
 use shmdb_proto::storage::admin_client::AdminClient;
 use shmdb_proto::storage::storage_client::StorageClient;
+use shmdb_proto::storage::stream_request::Body as RequestBody;
+use shmdb_proto::storage::stream_response::Body as ResponseBody;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::session::{OpenError, Route, Sent, Sessions};
 use crate::transport::{Transport, TransportError};
+
+/// How batches and scans travel to storage nodes over gRPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// One unary `Batch` / `Scan` call per request: an HTTP/2 stream, headers and a handler
+    /// task each. Kept as the fallback and for comparison.
+    #[default]
+    Unary,
+    /// Requests multiplexed over long-lived `Stream` RPCs, one message each way per request;
+    /// nodes without the method are served with unary calls.
+    Stream,
+}
+
+impl DataPath {
+    /// The flag spelling (`unary`, `stream`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPath::Unary => "unary",
+            DataPath::Stream => "stream",
+        }
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A data-path value that is neither `unary` nor `stream`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown storage data path {0:?}: expected unary or stream")]
+pub struct UnknownDataPath(pub String);
+
+impl std::str::FromStr for DataPath {
+    type Err = UnknownDataPath;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "unary" => Ok(DataPath::Unary),
+            "stream" => Ok(DataPath::Stream),
+            _ => Err(UnknownDataPath(s.to_owned())),
+        }
+    }
+}
 
 /// Connection settings of [`GrpcTransport`].
 #[derive(Debug, Clone)]
@@ -29,6 +78,11 @@ pub struct GrpcConfig {
     pub keepalive_timeout: Duration,
     /// Largest response accepted (a batch of large reads can exceed tonic's 4 MiB default).
     pub max_message_size: usize,
+    /// Unary calls or multiplexed streams for batches and scans.
+    pub data_path: DataPath,
+    /// Sessions per storage node with [`DataPath::Stream`], used round-robin (each is one
+    /// HTTP/2 stream on the node's one connection, served by its own task on the node).
+    pub streams_per_node: usize,
 }
 
 impl Default for GrpcConfig {
@@ -39,6 +93,8 @@ impl Default for GrpcConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_message_size: 64 << 20,
+            data_path: DataPath::default(),
+            streams_per_node: 1,
         }
     }
 }
@@ -73,6 +129,7 @@ pub struct GrpcTransport {
     config: GrpcConfig,
     entries: parking_lot::Mutex<HashMap<String, Entry>>,
     next_generation: std::sync::atomic::AtomicU64,
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for GrpcTransport {
@@ -88,10 +145,72 @@ impl GrpcTransport {
     /// A transport with no connections yet; they are opened on first use.
     pub fn new(config: GrpcConfig) -> Self {
         GrpcTransport {
+            sessions: Sessions::new(config.streams_per_node),
             config,
             entries: parking_lot::Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// `Stream` sessions opened so far, broken ones included (proof for tests and benches
+    /// that requests travelled over streams).
+    pub fn streams_opened(&self) -> u64 {
+        self.sessions.opened()
+    }
+
+    /// Open `Stream` sessions that have not broken, over all nodes (for tests and status).
+    pub fn open_streams(&self) -> usize {
+        self.sessions.open_sessions()
+    }
+
+    /// Sends one request on a session to `addr`, within one request timeout for opening
+    /// the session (if needed) and the answer. `Unary` hands the request back when the node
+    /// has no `Stream` method.
+    async fn on_stream(&self, addr: &str, mut body: RequestBody) -> Streamed {
+        let timeout = self.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        // A second round only after a broken session or connection, on a fresh connection.
+        for _ in 0..2 {
+            let (channel, generation) = match self.channel(addr).await {
+                Ok(c) => c,
+                Err(e) => return Streamed::Answer(Err(e)),
+            };
+            let client = self.storage(channel);
+            let session = match self
+                .sessions
+                .route(addr, client, generation, deadline, timeout)
+                .await
+            {
+                Ok(Route::Stream(session)) => session,
+                Ok(Route::Unary) => return Streamed::Unary(body),
+                Err(OpenError::Broken(e)) => {
+                    self.forget(addr, generation);
+                    last = Some(e);
+                    continue;
+                }
+                Err(OpenError::Failed(e)) => return Streamed::Answer(Err(e)),
+            };
+            let max = self.config.max_message_size;
+            match session.call(addr, body, max, deadline, timeout).await {
+                Sent::Done(result) => {
+                    if let Err(TransportError::Lost(_) | TransportError::Unreachable(_)) = &result {
+                        self.forget(addr, generation);
+                    }
+                    return Streamed::Answer(result.and_then(|answer| match answer {
+                        ResponseBody::Error(e) => Err(crate::session::error_of(addr, e)),
+                        answer => Ok(answer),
+                    }));
+                }
+                Sent::NotSent(back) => {
+                    self.forget(addr, generation);
+                    body = back;
+                }
+            }
+        }
+        Streamed::Answer(Err(last.unwrap_or_else(|| {
+            TransportError::Unreachable(format!("{addr}: no working storage stream"))
+        })))
     }
 
     /// The cached channel to `addr`, connecting first if there is none.
@@ -197,6 +316,33 @@ impl GrpcTransport {
     }
 }
 
+/// What [`GrpcTransport::on_stream`] did with a request.
+enum Streamed {
+    /// Sent on a session: its answer (an error answer already turned into its error).
+    Answer(Result<ResponseBody, TransportError>),
+    /// The node has no `Stream`: send this with a unary call.
+    Unary(RequestBody),
+}
+
+/// A session answered a request with the wrong kind of answer (a bug on one side); the
+/// request may have been applied.
+fn mismatched(addr: &str, asked: &str, answer: &ResponseBody) -> TransportError {
+    let got = match answer {
+        ResponseBody::Batch(_) => "a batch answer",
+        ResponseBody::Scan(_) => "a scan answer",
+        ResponseBody::Error(_) => "an error",
+    };
+    TransportError::Lost(format!("{addr}: a {asked} request was answered with {got}"))
+}
+
+/// A request handed back for a unary call is not the kind that was sent (cannot happen:
+/// `on_stream` returns the body it was given).
+fn handed_back(addr: &str, asked: &str) -> TransportError {
+    TransportError::Rejected(format!(
+        "{addr}: {asked} request lost on its way to a unary call"
+    ))
+}
+
 impl Default for GrpcTransport {
     fn default() -> Self {
         GrpcTransport::new(GrpcConfig::default())
@@ -217,6 +363,16 @@ impl Transport for GrpcTransport {
         addr: &str,
         req: pb::BatchRequest,
     ) -> Result<pb::BatchResponse, TransportError> {
+        let req = match self.config.data_path {
+            DataPath::Unary => req,
+            DataPath::Stream => match self.on_stream(addr, RequestBody::Batch(req)).await {
+                Streamed::Answer(Ok(ResponseBody::Batch(response))) => return Ok(response),
+                Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "batch", &other)),
+                Streamed::Answer(Err(e)) => return Err(e),
+                Streamed::Unary(RequestBody::Batch(req)) => req,
+                Streamed::Unary(_) => return Err(handed_back(addr, "batch")),
+            },
+        };
         self.call(addr, |channel, timeout| async move {
             self.storage(channel).batch(request(req, timeout)).await
         })
@@ -228,6 +384,16 @@ impl Transport for GrpcTransport {
         addr: &str,
         req: pb::ScanRequest,
     ) -> Result<pb::ScanResponse, TransportError> {
+        let req = match self.config.data_path {
+            DataPath::Unary => req,
+            DataPath::Stream => match self.on_stream(addr, RequestBody::Scan(req)).await {
+                Streamed::Answer(Ok(ResponseBody::Scan(response))) => return Ok(response),
+                Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "scan", &other)),
+                Streamed::Answer(Err(e)) => return Err(e),
+                Streamed::Unary(RequestBody::Scan(req)) => req,
+                Streamed::Unary(_) => return Err(handed_back(addr, "scan")),
+            },
+        };
         self.call(addr, |channel, timeout| async move {
             self.storage(channel).scan(request(req, timeout)).await
         })
@@ -248,7 +414,7 @@ impl Transport for GrpcTransport {
 /// Maps a failed call to what it means for the request: a connect error proves nothing was
 /// sent; a timeout or a broken stream leaves the outcome unknown; statuses a server only
 /// returns before running a handler mean "refused".
-fn classify(addr: &str, status: &tonic::Status) -> TransportError {
+pub(crate) fn classify(addr: &str, status: &tonic::Status) -> TransportError {
     let text = format!("{addr}: {}", error_chain(status));
     let mut source: Option<&(dyn std::error::Error + 'static)> = status.source();
     while let Some(err) = source {
@@ -281,7 +447,7 @@ fn classify(addr: &str, status: &tonic::Status) -> TransportError {
 }
 
 /// An error and its causes on one line, for logs and error messages.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

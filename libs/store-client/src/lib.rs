@@ -11,8 +11,9 @@
 //! the client being able to tell (a lost answer followed by a conflict, an increment whose
 //! answer was lost) is reported as `Ambiguous` instead of being retried into a duplicate.
 //!
-//! The network sits behind the [`Transport`] trait (gRPC today, [`GrpcTransport`]; RDMA
-//! later), which is also where tests plug in an in-memory cluster.
+//! The network sits behind the [`Transport`] trait (gRPC, [`GrpcTransport`], with batches
+//! and scans multiplexed over long-lived streams or as unary calls, see [`DataPath`]; RDMA
+//! in `shmdb-rdma-transport`), which is also where tests plug in an in-memory cluster.
 
 mod backoff;
 mod client;
@@ -22,12 +23,13 @@ mod grpc;
 mod map_cache;
 mod op;
 mod scan;
+mod session;
 mod transport;
 
 pub use client::StoreClient;
 pub use config::StoreClientConfig;
 pub use error::StoreError;
-pub use grpc::{GrpcConfig, GrpcTransport};
+pub use grpc::{DataPath, GrpcConfig, GrpcTransport, UnknownDataPath};
 pub use op::{CondOutcome, Expect, Op, OpOutcome, Versioned};
 pub use scan::{Item, KeyRange, ScanPage};
 pub use transport::{Transport, TransportError, TransportKind, UnknownTransport};

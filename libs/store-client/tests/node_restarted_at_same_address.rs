@@ -29,6 +29,16 @@ fn status(e: shmdb_store_client::TransportError) -> Status {
 
 #[tonic::async_trait]
 impl Storage for FakeNode {
+    type StreamStream = futures::stream::BoxStream<'static, Result<pb::StreamResponse, Status>>;
+
+    /// This fake predates streaming, like an older node: clients fall back to unary calls.
+    async fn stream(
+        &self,
+        _req: Request<tonic::Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        Err(Status::unimplemented("Stream"))
+    }
+
     async fn batch(
         &self,
         req: Request<pb::BatchRequest>,
