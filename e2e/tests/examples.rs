@@ -186,7 +186,6 @@ async fn check_columns(cluster: &Cluster, db: &SharedMemDatabase) -> Result<Vec<
                 db.spec.storage.replicas.to_string(),
                 db.spec.commit_managers.replicas.to_string(),
                 db.spec.replication_factor.to_string(),
-                format!("{name}.{ns}.svc:5432"),
             ],
         ),
     ] {
