@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use shmdb_proto::storage::{EchoRequest, storage_client::StorageClient};
-use shmdb_store_client::{CondOutcome, Expect, Op, StoreClient, StoreClientConfig};
+use shmdb_store_client::{
+    CondOutcome, DataPath, Expect, GrpcConfig, GrpcTransport, Op, StoreClient, StoreClientConfig,
+};
 
 use crate::cluster::{ClusterOptions, LocalCluster};
 
@@ -17,7 +19,8 @@ use crate::cluster::{ClusterOptions, LocalCluster};
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Storage-layer latency (get, put_if at RF 1 and RF 3) against a plain echo RPC with the
-    /// same payload, and batched throughput.
+    /// same payload, and batched and concurrent throughput, over unary calls and over
+    /// multiplexed streams side by side.
     Storage(StorageBench),
 }
 
@@ -42,6 +45,13 @@ pub struct StorageBench {
     /// Batch requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub batch_concurrency: usize,
+    /// Tasks issuing single-get requests at once in the concurrent-requests phase (the
+    /// per-request overhead a transaction workload pays).
+    #[arg(long, default_value_t = 32)]
+    pub concurrent_tasks: usize,
+    /// Sessions per storage node of the streaming transport.
+    #[arg(long, default_value_t = 1)]
+    pub streams_per_node: usize,
     /// Run storage nodes inside this process instead of as child processes.
     #[arg(long)]
     pub in_process: bool,
@@ -68,8 +78,20 @@ async fn cluster(nodes: u32, rf: u32, in_process: bool) -> anyhow::Result<LocalC
     LocalCluster::start(&options).await
 }
 
-async fn client(cluster: &LocalCluster) -> anyhow::Result<StoreClient> {
-    let client = StoreClient::connect(StoreClientConfig::with_seeds(cluster.seeds()))
+async fn client(
+    cluster: &LocalCluster,
+    data_path: DataPath,
+    settings: &StorageBench,
+) -> anyhow::Result<StoreClient> {
+    let config = StoreClientConfig::with_seeds(cluster.seeds());
+    let transport = GrpcTransport::new(GrpcConfig {
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.request_timeout,
+        data_path,
+        streams_per_node: settings.streams_per_node,
+        ..GrpcConfig::default()
+    });
+    let client = StoreClient::with_transport(config, Arc::new(transport))
         .await
         .context("connecting the store client")?;
     // Wait until every replica has its copy and writes commit.
@@ -97,121 +119,317 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")
 }
 
-/// Latency of sequential operations and batched throughput; returns a Markdown report.
+/// CPU seconds (user + system) used so far by this process and the storage-node child
+/// processes: the cost side of a phase, read from /proc (Linux; 0 where unavailable).
+struct CpuProbe {
+    pids: Vec<u32>,
+}
+
+impl CpuProbe {
+    fn new(clusters: &[&LocalCluster]) -> CpuProbe {
+        let mut pids = Vec::new();
+        for cluster in clusters {
+            for node in cluster.nodes.lock().iter() {
+                if let crate::cluster::StorageProcess::Child { child, .. } = node
+                    && let Some(pid) = child.id()
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        CpuProbe { pids }
+    }
+
+    fn seconds(&self) -> f64 {
+        let mut total = process_cpu("self");
+        for pid in &self.pids {
+            total += process_cpu(&pid.to_string());
+        }
+        total
+    }
+}
+
+/// utime + stime of one process from /proc/<pid>/stat, in seconds (USER_HZ is 100 on Linux).
+fn process_cpu(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// One measured operation: its latency histogram and the CPU it cost.
+struct Row {
+    name: String,
+    latency: Histogram<u64>,
+    cpu_seconds: f64,
+    requests: u64,
+}
+
+impl Row {
+    fn new(name: impl Into<String>) -> anyhow::Result<Row> {
+        Ok(Row {
+            name: name.into(),
+            latency: histogram()?,
+            cpu_seconds: 0.0,
+            requests: 0,
+        })
+    }
+
+    /// Adds the CPU spent since `cpu` on `samples` requests.
+    fn finish(&mut self, probe: &CpuProbe, cpu: f64, samples: usize) {
+        self.cpu_seconds += probe.seconds() - cpu;
+        self.requests += samples as u64;
+    }
+
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+/// Times `samples` sequential calls of `op` into `row`, with the CPU they cost.
+async fn sample<F, Fut>(
+    row: &mut Row,
+    probe: &CpuProbe,
+    samples: usize,
+    mut op: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cpu = probe.seconds();
+    for _ in 0..samples {
+        let t = Instant::now();
+        op().await?;
+        row.latency.record(t.elapsed().as_micros() as u64)?;
+    }
+    row.finish(probe, cpu, samples);
+    Ok(())
+}
+
+/// One put_if that must succeed, advancing the expected stamp.
+async fn put_if_next(
+    client: &StoreClient,
+    key: &Bytes,
+    payload: &Bytes,
+    stamp: &mut u64,
+) -> anyhow::Result<()> {
+    match client
+        .put_if(TABLE, key.clone(), payload.clone(), Expect::Stamp(*stamp))
+        .await?
+    {
+        CondOutcome::Written { stamp: new } => {
+            *stamp = new;
+            Ok(())
+        }
+        other => bail!("unexpected put_if outcome {other:?}"),
+    }
+}
+
+/// Latency of sequential operations, batched and concurrent throughput, over unary calls
+/// and streams; returns a Markdown report.
 pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     let rf1 = cluster(1, 1, settings.in_process).await?;
     let rf3 = cluster(3, 3, settings.in_process).await?;
-    let c1 = client(&rf1).await?;
-    let c3 = client(&rf3).await?;
+    let probe = CpuProbe::new(&[&rf1, &rf3]);
+    let paths = [DataPath::Unary, DataPath::Stream];
+    let mut c1 = Vec::new();
+    let mut c3 = Vec::new();
+    for path in paths {
+        c1.push(client(&rf1, path, settings).await?);
+        c3.push(client(&rf3, path, settings).await?);
+    }
     let payload = Bytes::from(vec![0x5a; settings.payload]);
     let primary = rf1.seeds().first().cloned().context("no node")?;
     let mut echo_client = StorageClient::connect(format!("http://{primary}")).await?;
 
-    let key = Bytes::from_static(b"bench-key");
-    c1.put(TABLE, key.clone(), payload.clone()).await?;
-    let mut stamp1 = c1
-        .get(TABLE, key.clone())
-        .await?
-        .context("key vanished")?
-        .stamp;
-    c3.put(TABLE, key.clone(), payload.clone()).await?;
-    let mut stamp3 = c3
-        .get(TABLE, key.clone())
-        .await?
-        .context("key vanished")?
-        .stamp;
+    // One key per data path, so the two never conflict.
+    let keys: Vec<Bytes> = paths
+        .iter()
+        .map(|p| Bytes::from(format!("bench-key-{p}")))
+        .collect();
+    let mut stamps1 = Vec::new();
+    let mut stamps3 = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        for (clients, stamps) in [(&c1, &mut stamps1), (&c3, &mut stamps3)] {
+            clients[i].put(TABLE, key.clone(), payload.clone()).await?;
+            let stamp = clients[i]
+                .get(TABLE, key.clone())
+                .await?
+                .context("key vanished")?
+                .stamp;
+            stamps.push(stamp);
+        }
+    }
 
     let seeds3 = rf3.seeds();
     let mut fan_client = StorageClient::connect(format!("http://{}", seeds3[0])).await?;
     let fan_out: Vec<String> = seeds3[1..].to_vec();
-    let mut fan = histogram()?;
-    let mut echo = histogram()?;
-    let mut get = histogram()?;
-    let mut put1 = histogram()?;
-    let mut put3 = histogram()?;
+    let mut echo = Row::new("tonic echo (transport floor)")?;
+    let mut fan = Row::new("echo fanned out to 2 more nodes (floor of RF 3)")?;
+    let mut get = Vec::new();
+    let mut put1 = Vec::new();
+    let mut put3 = Vec::new();
+    for path in paths {
+        get.push(Row::new(format!("get (RF 1), {path}"))?);
+        put1.push(Row::new(format!("put_if (RF 1), {path}"))?);
+        put3.push(Row::new(format!("put_if (RF 3), {path}"))?);
+    }
+    let samples = settings.samples;
     for _ in 0..settings.rounds {
-        for _ in 0..settings.samples {
-            let t = Instant::now();
-            echo_client
-                .echo(EchoRequest {
-                    payload: payload.clone(),
-                    forward: Vec::new(),
-                })
-                .await?;
-            echo.record(t.elapsed().as_micros() as u64)?;
-        }
-        for _ in 0..settings.samples {
-            let t = Instant::now();
-            fan_client
-                .echo(EchoRequest {
-                    payload: payload.clone(),
-                    forward: fan_out.clone(),
-                })
-                .await?;
-            fan.record(t.elapsed().as_micros() as u64)?;
-        }
-        for _ in 0..settings.samples {
-            let t = Instant::now();
-            c1.get(TABLE, key.clone()).await?;
-            get.record(t.elapsed().as_micros() as u64)?;
-        }
-        for _ in 0..settings.samples {
-            let t = Instant::now();
-            match c1
-                .put_if(TABLE, key.clone(), payload.clone(), Expect::Stamp(stamp1))
-                .await?
-            {
-                CondOutcome::Written { stamp } => stamp1 = stamp,
-                other => bail!("unexpected put_if outcome {other:?}"),
+        for (row, client, forward) in [
+            (&mut echo, &mut echo_client, Vec::new()),
+            (&mut fan, &mut fan_client, fan_out.clone()),
+        ] {
+            let cpu = probe.seconds();
+            for _ in 0..samples {
+                let t = Instant::now();
+                client
+                    .echo(EchoRequest {
+                        payload: payload.clone(),
+                        forward: forward.clone(),
+                    })
+                    .await?;
+                row.latency.record(t.elapsed().as_micros() as u64)?;
             }
-            put1.record(t.elapsed().as_micros() as u64)?;
+            row.finish(&probe, cpu, samples);
         }
-        for _ in 0..settings.samples {
-            let t = Instant::now();
-            match c3
-                .put_if(TABLE, key.clone(), payload.clone(), Expect::Stamp(stamp3))
-                .await?
-            {
-                CondOutcome::Written { stamp } => stamp3 = stamp,
-                other => bail!("unexpected put_if outcome {other:?}"),
+        for i in 0..paths.len() {
+            let (client, key) = (&c1[i], &keys[i]);
+            sample(&mut get[i], &probe, samples, || async move {
+                client.get(TABLE, key.clone()).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        for i in 0..paths.len() {
+            let (client, key, payload) = (&c1[i], &keys[i], &payload);
+            let stamp = &mut stamps1[i];
+            let cpu = probe.seconds();
+            for _ in 0..samples {
+                let t = Instant::now();
+                put_if_next(client, key, payload, stamp).await?;
+                put1[i].latency.record(t.elapsed().as_micros() as u64)?;
             }
-            put3.record(t.elapsed().as_micros() as u64)?;
+            put1[i].finish(&probe, cpu, samples);
+        }
+        for i in 0..paths.len() {
+            let (client, key, payload) = (&c3[i], &keys[i], &payload);
+            let stamp = &mut stamps3[i];
+            let cpu = probe.seconds();
+            for _ in 0..samples {
+                let t = Instant::now();
+                put_if_next(client, key, payload, stamp).await?;
+                put3[i].latency.record(t.elapsed().as_micros() as u64)?;
+            }
+            put3[i].finish(&probe, cpu, samples);
         }
     }
-    let base = echo.value_at_quantile(0.5).max(1) as f64;
+    let base = echo.latency.value_at_quantile(0.5).max(1) as f64;
     let mut out = String::new();
     out.push_str(&format!(
-        "Sequential latency, {} B payload, {} samples per operation ({} rounds interleaved), storage nodes as {}:\n\n",
+        "Sequential latency, {} B payload, {} samples per operation ({} rounds interleaved), storage nodes as {}, {} stream(s) per node:\n\n",
         settings.payload,
         settings.samples * settings.rounds,
         settings.rounds,
         if settings.in_process { "in-process servers" } else { "child processes" },
+        settings.streams_per_node,
     ));
-    out.push_str("| operation | p50 µs | p99 µs | p50 / echo p50 |\n|---|---:|---:|---:|\n");
-    for (name, h) in [
-        ("tonic echo (transport floor)", &echo),
-        ("echo fanned out to 2 more nodes (floor of RF 3)", &fan),
-        ("get (RF 1)", &get),
-        ("put_if (RF 1)", &put1),
-        ("put_if (RF 3)", &put3),
-    ] {
+    out.push_str(
+        "| operation | p50 µs | p99 µs | p50 / echo p50 | CPU µs/request (client+server) |\n|---|---:|---:|---:|---:|\n",
+    );
+    let rows = [&echo, &fan]
+        .into_iter()
+        .chain(&get)
+        .chain(&put1)
+        .chain(&put3);
+    for row in rows {
+        let h = &row.latency;
         out.push_str(&format!(
-            "| {name} | {} | {} | {:.2} |\n",
+            "| {} | {} | {} | {:.2} | {:.0} |\n",
+            row.name,
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99),
-            h.value_at_quantile(0.5) as f64 / base
+            h.value_at_quantile(0.5) as f64 / base,
+            row.cpu_us_per_request(),
         ));
     }
-    for (name, write) in [("put", true), ("get", false)] {
-        let ops = batched(&c1, settings, write).await?;
-        out.push_str(&format!(
-            "\nBatched {name} throughput (RF 1, 1 node, {} ops/request, {} requests in flight, {} s): {:.0} ops/s\n",
-            settings.batch_size, settings.batch_concurrency, settings.batch_seconds, ops
-        ));
+    out.push_str(&format!(
+        "\nThroughput (RF 1, 1 node; batched: {} ops/request, {} requests in flight; concurrent: 1 get/request, {} tasks; {} s each):\n\n",
+        settings.batch_size, settings.batch_concurrency, settings.concurrent_tasks, settings.batch_seconds
+    ));
+    out.push_str(
+        "| phase | data path | ops/s | CPU µs/op (client+server) |\n|---|---|---:|---:|\n",
+    );
+    for (name, phase) in [
+        ("batched put", Phase::Batched { write: true }),
+        ("batched get", Phase::Batched { write: false }),
+        ("concurrent get", Phase::Concurrent),
+    ] {
+        for (i, path) in paths.iter().enumerate() {
+            let cpu = probe.seconds();
+            let started = Instant::now();
+            let ops = match phase {
+                Phase::Batched { write } => batched(&c1[i], settings, write).await?,
+                Phase::Concurrent => concurrent(&c1[i], settings).await?,
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu_per_op = (probe.seconds() - cpu) * 1e6 / (ops * elapsed).max(1.0);
+            out.push_str(&format!(
+                "| {name} | {path} | {ops:.0} | {cpu_per_op:.1} |\n"
+            ));
+        }
     }
     rf1.shutdown().await;
     rf3.shutdown().await;
     Ok(out)
+}
+
+/// A throughput phase.
+#[derive(Clone, Copy)]
+enum Phase {
+    Batched { write: bool },
+    Concurrent,
+}
+
+/// Single-get requests from many tasks at once for `batch_seconds`: ops per second.
+async fn concurrent(client: &StoreClient, settings: &StorageBench) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..settings.concurrent_tasks {
+        let client = client.clone();
+        let done = done.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = Bytes::from(format!("b{:02}-{:06}", worker % 8, i % 1000));
+                client.get(TABLE, key).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(settings.batch_seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn batched(
