@@ -259,7 +259,7 @@ async fn a_killed_node_fails_every_call_in_flight_promptly() {
     harness.kill();
     for call in calls {
         let (result, elapsed) = call.await.expect("call task");
-        let err = result.err().expect("a dead node answers nothing");
+        let err = result.expect_err("a dead node answers nothing");
         assert!(matches!(err, TransportError::Lost(_)), "{err:?}");
         assert!(err.may_have_been_applied() && err.is_retryable());
         assert!(
@@ -298,7 +298,7 @@ async fn one_timed_out_call_leaves_the_others_and_the_session_working() {
         assert_eq!(found(&response), Some(Bytes::from_static(key.as_bytes())));
     }
     let (result, elapsed) = hung.await.expect("call task");
-    let err = result.err().expect("nobody answers a hung request");
+    let err = result.expect_err("nobody answers a hung request");
     assert!(matches!(err, TransportError::Timeout(_)), "{err:?}");
     assert!(
         elapsed >= timeout && elapsed < timeout + Duration::from_secs(2),
