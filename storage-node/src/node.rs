@@ -88,6 +88,11 @@ struct CommitWait {
 }
 
 impl Node {
+    /// The node's metrics, for in-process inspection (tests, the embedded cluster).
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
     /// A node with no ranges and no map; it serves nothing until a map is installed.
     pub fn new(config: NodeConfig, metrics: NodeMetrics) -> Arc<Self> {
         let budget = MemoryBudget::new(config.memory_limit);
