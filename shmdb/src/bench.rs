@@ -49,9 +49,10 @@ pub struct StorageBench {
     /// per-request overhead a transaction workload pays).
     #[arg(long, default_value_t = 32)]
     pub concurrent_tasks: usize,
-    /// Sessions per storage node of the streaming transport.
-    #[arg(long, default_value_t = 1)]
-    pub streams_per_node: usize,
+    /// Sessions per storage node of the streaming transport; several values (`1,2`) measure
+    /// each side by side.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub streams_per_node: Vec<usize>,
     /// Run storage nodes inside this process instead of as child processes.
     #[arg(long)]
     pub in_process: bool,
@@ -78,17 +79,31 @@ async fn cluster(nodes: u32, rf: u32, in_process: bool) -> anyhow::Result<LocalC
     LocalCluster::start(&options).await
 }
 
-async fn client(
-    cluster: &LocalCluster,
+/// A data path under test: unary calls, or streams with this many sessions per node.
+#[derive(Clone, Copy)]
+struct Path {
     data_path: DataPath,
-    settings: &StorageBench,
-) -> anyhow::Result<StoreClient> {
+    streams: usize,
+    /// Whether several stream counts are compared (they are named with their count then).
+    several: bool,
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.data_path {
+            DataPath::Stream if self.several => write!(f, "stream ×{}", self.streams),
+            path => write!(f, "{path}"),
+        }
+    }
+}
+
+async fn client(cluster: &LocalCluster, path: Path) -> anyhow::Result<StoreClient> {
     let config = StoreClientConfig::with_seeds(cluster.seeds());
     let transport = GrpcTransport::new(GrpcConfig {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
-        data_path,
-        streams_per_node: settings.streams_per_node,
+        data_path: path.data_path,
+        streams_per_node: path.streams,
         ..GrpcConfig::default()
     });
     let client = StoreClient::with_transport(config, Arc::new(transport))
@@ -243,12 +258,22 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     let rf1 = cluster(1, 1, settings.in_process).await?;
     let rf3 = cluster(3, 3, settings.in_process).await?;
     let probe = CpuProbe::new(&[&rf1, &rf3]);
-    let paths = [DataPath::Unary, DataPath::Stream];
+    let several = settings.streams_per_node.len() > 1;
+    let mut paths = vec![Path {
+        data_path: DataPath::Unary,
+        streams: 1,
+        several,
+    }];
+    paths.extend(settings.streams_per_node.iter().map(|&streams| Path {
+        data_path: DataPath::Stream,
+        streams,
+        several,
+    }));
     let mut c1 = Vec::new();
     let mut c3 = Vec::new();
-    for path in paths {
-        c1.push(client(&rf1, path, settings).await?);
-        c3.push(client(&rf3, path, settings).await?);
+    for &path in &paths {
+        c1.push(client(&rf1, path).await?);
+        c3.push(client(&rf3, path).await?);
     }
     let payload = Bytes::from(vec![0x5a; settings.payload]);
     let primary = rf1.seeds().first().cloned().context("no node")?;
@@ -257,7 +282,8 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     // One key per data path, so the two never conflict.
     let keys: Vec<Bytes> = paths
         .iter()
-        .map(|p| Bytes::from(format!("bench-key-{p}")))
+        .enumerate()
+        .map(|(i, p)| Bytes::from(format!("bench-key-{i}-{p}")))
         .collect();
     let mut stamps1 = Vec::new();
     let mut stamps3 = Vec::new();
@@ -281,7 +307,7 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     let mut get = Vec::new();
     let mut put1 = Vec::new();
     let mut put3 = Vec::new();
-    for path in paths {
+    for path in &paths {
         get.push(Row::new(format!("get (RF 1), {path}"))?);
         put1.push(Row::new(format!("put_if (RF 1), {path}"))?);
         put3.push(Row::new(format!("put_if (RF 3), {path}"))?);
@@ -339,12 +365,11 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     let base = echo.latency.value_at_quantile(0.5).max(1) as f64;
     let mut out = String::new();
     out.push_str(&format!(
-        "Sequential latency, {} B payload, {} samples per operation ({} rounds interleaved), storage nodes as {}, {} stream(s) per node:\n\n",
+        "Sequential latency, {} B payload, {} samples per operation ({} rounds interleaved), storage nodes as {}:\n\n",
         settings.payload,
         settings.samples * settings.rounds,
         settings.rounds,
         if settings.in_process { "in-process servers" } else { "child processes" },
-        settings.streams_per_node,
     ));
     out.push_str(
         "| operation | p50 µs | p99 µs | p50 / echo p50 | CPU µs/request (client+server) |\n|---|---:|---:|---:|---:|\n",
