@@ -83,6 +83,9 @@ resolvConf: ""
 # e2e-dns (below): Service and pod names from the API; there is no CoreDNS here.
 clusterDNS: [$SHMDB_E2E_POD_GATEWAY]
 clusterDomain: cluster.local
+# Only pods that tolerate this (tests/real_pods.rs) land here; kwok's nodes keep the rest.
+registerWithTaints:
+- {key: shmdb.io/e2e-real, value: "true", effect: NoSchedule}
 YAML
 
 # The bridge exists before any pod (the CNI plugin adopts it), so the DNS responder can
@@ -115,7 +118,6 @@ ctr --address "$sock" -n k8s.io images import "$node/pause.tar" >/dev/null
 echo "$(
   "$K8S_BIN/kubelet" --config "$node/kubelet.yaml" --kubeconfig "$kubeconfig" \
     --hostname-override real-node-0 --root-dir "$node/kubelet" \
-    --register-with-taints shmdb.io/e2e-real=true:NoSchedule \
     --node-labels shmdb.io/e2e-real=true >"$logs/kubelet.log" 2>&1 &
   echo $!
 ) kubelet" >>"$state/pids"

@@ -1,7 +1,7 @@
 //! A database on the harness's real node (kubelet + containerd, the project image built by
 //! `harness/image.sh`): `psql` through the client Service's DNS name runs a transaction,
-//! and deleting a storage pod raises UnderReplicated, after which the database returns to
-//! Ready with every row written before still readable.
+//! and deleting a storage pod raises UnderReplicated (and Ready=False), after which the
+//! database returns to Ready with every row written before still readable.
 //!
 //! Runs only where run.sh brought the real node up (`SHMDB_E2E_REAL_PODS=1`); elsewhere it
 //! says so and passes without checking anything, like the other tests without a cluster.
@@ -33,6 +33,8 @@ use common::wait;
 const ROWS: usize = 100;
 /// The real node's label and taint key (harness/real-node.sh).
 const REAL_NODE: &str = "shmdb.io/e2e-real";
+/// The real node's name (harness/real-node.sh).
+const REAL_NODE_NAME: &str = "real-node-0";
 
 fn real_pods() -> bool {
     std::env::var("SHMDB_E2E_REAL_PODS").is_ok_and(|v| v == "1")
@@ -180,7 +182,13 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
         rows.len()
     );
 
-    // Lose a storage pod: its container dies with it, and the new pod starts empty.
+    // Lose a storage pod. Its replacement would start within a second or two and the
+    // placement manager would restore the copies about as fast, too fast to see the
+    // UnderReplicated condition, so the node is cordoned first: the replacement stays
+    // Pending (as on a cluster out of room) until the node is uncordoned.
+    cluster
+        .kubectl_ok(&["cordon", REAL_NODE_NAME], None)
+        .await?;
     cluster
         .kubectl_ok(
             &[
@@ -195,12 +203,21 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
         )
         .await?;
     let api = database::api(&cluster, &ns.name);
-    wait::until("UnderReplicated=True", Duration::from_secs(120), || async {
+    let lost = wait::until("UnderReplicated=True", Duration::from_secs(120), || async {
         let db = api.get(name).await?;
         let under = condition(&db, CONDITION_UNDER_REPLICATED).is_some_and(|c| c.status == "True");
-        Ok(if under { Ok(()) } else { Err(describe(&db)) })
+        Ok(if under { Ok(db) } else { Err(describe(&db)) })
     })
-    .await?;
+    .await;
+    cluster
+        .kubectl_ok(&["uncordon", REAL_NODE_NAME], None)
+        .await?;
+    let lost = lost?;
+    ensure!(
+        condition(&lost, CONDITION_READY).is_some_and(|c| c.status == "False"),
+        "Ready while under-replicated: {}",
+        describe(&lost)
+    );
     let db = database::wait_ready(&cluster, &ns.name, name, READY_TIMEOUT).await?;
     ensure!(
         condition(&db, CONDITION_UNDER_REPLICATED).is_some_and(|c| c.status == "False")
