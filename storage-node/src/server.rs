@@ -36,6 +36,8 @@ pub struct RunningNode {
     /// The `shmdb_transport_*` metrics of this node.
     pub transport_metrics: TransportMetrics,
     stop: Option<oneshot::Sender<()>>,
+    /// Tells open `Stream`s to end (see [`NodeService`]).
+    stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
 }
@@ -136,7 +138,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         Selected::Tcp { reason } => (None, reason),
     };
     let node = Node::new(config, metrics.clone());
-    let service = NodeService::new(node.clone());
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let service = NodeService::new(node.clone(), stopping_rx);
     let max = crate::MAX_MESSAGE_BYTES;
     let rdma = RdmaServer::new(
         device,
@@ -194,6 +197,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         rdma,
         transport_metrics,
         stop: Some(stop_tx),
+        stopping,
         server,
         background,
     })
@@ -202,6 +206,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 impl RunningNode {
     /// Stops serving and waits for the server to finish.
     pub async fn shutdown(mut self) {
+        self.stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -214,6 +219,7 @@ impl RunningNode {
 
     /// Stops at once, as a crash would (in-flight requests are dropped).
     pub fn abort(self) {
+        self.stopping.send_replace(true);
         self.rdma.abort();
         self.server.abort();
         for task in &self.background {

@@ -18,14 +18,19 @@ use crate::node::Node;
 pub struct NodeService {
     node: Arc<Node>,
     echo_peers: Arc<Mutex<HashMap<String, StorageClient<Channel>>>>,
+    /// Turns true when the node shuts down: open `Stream`s stop reading and end, so a
+    /// graceful shutdown (which waits for every open HTTP/2 stream) is not held up by
+    /// clients that keep their sessions open.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NodeService {
-    /// Wraps a node.
-    pub fn new(node: Arc<Node>) -> Self {
+    /// Wraps a node; `stopping` turning true ends the open `Stream`s.
+    pub fn new(node: Arc<Node>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         NodeService {
             node,
             echo_peers: Arc::default(),
+            stopping,
         }
     }
 
@@ -55,6 +60,7 @@ impl storage_server::Storage for NodeService {
             self.node.clone(),
             request.into_inner(),
             crate::MAX_MESSAGE_BYTES,
+            self.stopping.clone(),
         )))
     }
 

@@ -17,7 +17,7 @@ use prost::Message as _;
 use shmdb_proto::storage as pb;
 use shmdb_proto::storage::stream_request::Body as RequestBody;
 use shmdb_proto::storage::stream_response::Body as ResponseBody;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Code, Status, Streaming};
 
@@ -26,18 +26,19 @@ use crate::node::Node;
 /// The answers of one stream, as tonic sends them.
 pub type ResponseStream = UnboundedReceiverStream<Result<pb::StreamResponse, Status>>;
 
-/// Serves one stream: reads requests until the client closes its side and answers each one
-/// when it is done; requests still running when the client closes are answered too (the
-/// client may be waiting for them). Answers larger than `max_message` bytes are replaced by
+/// Serves one stream: reads requests until the client closes its side (or `stopping` turns
+/// true: the node shuts down) and answers each one when it is done; requests still running
+/// then are answered too (the client may be waiting for them) before the stream ends. Answers larger than `max_message` bytes are replaced by
 /// a `RESOURCE_EXHAUSTED` error for that request, because tonic would otherwise fail the
 /// whole stream and every request in flight on it.
 pub fn serve(
     node: Arc<Node>,
     inbound: Streaming<pb::StreamRequest>,
     max_message: usize,
+    stopping: watch::Receiver<bool>,
 ) -> ResponseStream {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(node, inbound, tx, max_message));
+    tokio::spawn(run(node, inbound, tx, max_message, stopping));
     UnboundedReceiverStream::new(rx)
 }
 
@@ -46,12 +47,24 @@ async fn run(
     mut inbound: Streaming<pb::StreamRequest>,
     tx: mpsc::UnboundedSender<Result<pb::StreamResponse, Status>>,
     max_message: usize,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let _open = OpenStream::new(node.metrics.streams.clone());
     let mut answers = FuturesUnordered::new();
     let mut reading = true;
+    // False once the node's stop signal is gone (a node dropped without shutdown keeps
+    // serving), so the arm below does not fire again and again.
+    let mut watching = true;
     while reading || !answers.is_empty() {
         tokio::select! {
+            stop = stopping.wait_for(|stop| *stop), if reading && watching => {
+                if stop.is_ok() {
+                    tracing::debug!("node stopping: ending a storage stream");
+                    reading = false;
+                } else {
+                    watching = false;
+                }
+            }
             message = inbound.message(), if reading => match message {
                 Ok(Some(request)) => answers.push(answer(node.clone(), request, max_message)),
                 Ok(None) => reading = false,

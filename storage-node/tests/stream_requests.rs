@@ -161,3 +161,31 @@ async fn bad_frames_get_an_error_answer_and_the_stream_keeps_serving() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_open_streams_instead_of_waiting_for_them() {
+    let mut nodes = start_nodes(1, |_| {}).await;
+    let map = bootstrap_map(&nodes, 1, 1);
+    install(&nodes, &map).await;
+    let node = nodes.remove(0);
+    let mut client = storage(&node.addr.to_string()).await;
+    let (tx, rx) = mpsc::channel(16);
+    let mut inbound = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    tx.send(batch(1, map.version, vec![get(b"k")]))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut inbound).await.id, 1);
+    // The client keeps its side open (tx is alive) while the node shuts down.
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+        .await
+        .expect("shutdown is not held up by the open stream");
+    let end = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .expect("the stream ends");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    drop(tx);
+}

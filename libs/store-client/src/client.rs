@@ -53,6 +53,7 @@ impl StoreClient {
         let transport = GrpcTransport::new(GrpcConfig {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
+            data_path: config.data_path,
             ..GrpcConfig::default()
         });
         StoreClient::with_transport(config, Arc::new(transport)).await

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::grpc::DataPath;
+
 /// How a [`StoreClient`](crate::StoreClient) finds the cluster and how hard it retries.
 #[derive(Debug, Clone)]
 pub struct StoreClientConfig {
@@ -23,6 +25,9 @@ pub struct StoreClientConfig {
     /// Largest number of items asked of a node in one scan request, so one response stays
     /// well below message-size limits.
     pub scan_page_limit: u32,
+    /// How [`StoreClient::connect`](crate::StoreClient::connect) carries batches and scans:
+    /// multiplexed streams (default, measured cheaper per request) or unary calls.
+    pub data_path: DataPath,
 }
 
 impl Default for StoreClientConfig {
@@ -35,6 +40,7 @@ impl Default for StoreClientConfig {
             backoff_initial: Duration::from_millis(2),
             backoff_max: Duration::from_millis(200),
             scan_page_limit: 1024,
+            data_path: DataPath::default(),
         }
     }
 }

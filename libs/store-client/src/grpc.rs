@@ -22,10 +22,11 @@ use crate::transport::{Transport, TransportError};
 pub enum DataPath {
     /// One unary `Batch` / `Scan` call per request: an HTTP/2 stream, headers and a handler
     /// task each. Kept as the fallback and for comparison.
-    #[default]
     Unary,
     /// Requests multiplexed over long-lived `Stream` RPCs, one message each way per request;
-    /// nodes without the method are served with unary calls.
+    /// nodes without the method are served with unary calls. The default: it costs a
+    /// fraction of the CPU per request (BENCHMARKS.md, "Streaming transport").
+    #[default]
     Stream,
 }
 
@@ -492,6 +493,18 @@ mod tests {
         let connect =
             tonic::Status::from_error(Box::new(tonic::ConnectError("connection refused".into())));
         assert!(matches!(t(connect), TransportError::Unreachable(_)));
+    }
+
+    #[test]
+    fn data_paths_parse_from_their_flag_spelling_and_reject_others() {
+        for path in [DataPath::Unary, DataPath::Stream] {
+            assert_eq!(path.as_str().parse::<DataPath>(), Ok(path));
+            assert_eq!(path.to_string().parse::<DataPath>(), Ok(path));
+        }
+        assert_eq!(" STREAM ".parse::<DataPath>(), Ok(DataPath::Stream));
+        let err = "grpc".parse::<DataPath>().err();
+        assert_eq!(err, Some(UnknownDataPath("grpc".into())));
+        assert!(err.is_some_and(|e| e.to_string().contains("unary or stream")));
     }
 
     #[tokio::test]

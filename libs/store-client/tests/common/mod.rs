@@ -115,6 +115,7 @@ pub fn config() -> StoreClientConfig {
         backoff_initial: Duration::from_micros(100),
         backoff_max: Duration::from_millis(1),
         scan_page_limit: 1024,
+        data_path: shmdb_store_client::DataPath::default(),
     }
 }
 
