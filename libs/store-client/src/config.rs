@@ -26,7 +26,8 @@ pub struct StoreClientConfig {
     /// well below message-size limits.
     pub scan_page_limit: u32,
     /// How [`StoreClient::connect`](crate::StoreClient::connect) carries batches and scans:
-    /// multiplexed streams (default, measured cheaper per request) or unary calls.
+    /// multiplexed streams (default, measured cheaper per request) or unary calls; the
+    /// default follows `SHMDB_STORAGE_DATA_PATH` when set.
     pub data_path: DataPath,
 }
 
@@ -40,7 +41,7 @@ impl Default for StoreClientConfig {
             backoff_initial: Duration::from_millis(2),
             backoff_max: Duration::from_millis(200),
             scan_page_limit: 1024,
-            data_path: DataPath::default(),
+            data_path: DataPath::from_env(),
         }
     }
 }

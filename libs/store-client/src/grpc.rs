@@ -30,7 +30,25 @@ pub enum DataPath {
     Stream,
 }
 
+/// The environment variable that overrides the default [`DataPath`] (`unary` or `stream`)
+/// of every component that builds its transport from defaults: a switch back to unary calls
+/// without a rebuild, and how benchmarks compare the two with the same binaries.
+pub const DATA_PATH_ENV: &str = "SHMDB_STORAGE_DATA_PATH";
+
 impl DataPath {
+    /// The data path [`DATA_PATH_ENV`] asks for, or the default when it is unset; a value
+    /// that is neither `unary` nor `stream` is logged and ignored (a process must not fail
+    /// to start over a tuning knob).
+    pub fn from_env() -> DataPath {
+        match std::env::var(DATA_PATH_ENV) {
+            Ok(value) => value.parse().unwrap_or_else(|e: UnknownDataPath| {
+                tracing::warn!(error = %e, "{DATA_PATH_ENV} ignored");
+                DataPath::default()
+            }),
+            Err(_) => DataPath::default(),
+        }
+    }
+
     /// The flag spelling (`unary`, `stream`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +97,8 @@ pub struct GrpcConfig {
     pub keepalive_timeout: Duration,
     /// Largest response accepted (a batch of large reads can exceed tonic's 4 MiB default).
     pub max_message_size: usize,
-    /// Unary calls or multiplexed streams for batches and scans.
+    /// Unary calls or multiplexed streams for batches and scans; the default follows
+    /// [`DATA_PATH_ENV`] when set.
     pub data_path: DataPath,
     /// Sessions per storage node with [`DataPath::Stream`], used round-robin (each is one
     /// HTTP/2 stream on the node's one connection, served by its own task on the node).
@@ -94,7 +113,7 @@ impl Default for GrpcConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_message_size: 64 << 20,
-            data_path: DataPath::default(),
+            data_path: DataPath::from_env(),
             streams_per_node: 1,
         }
     }

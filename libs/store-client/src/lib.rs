@@ -29,7 +29,7 @@ mod transport;
 pub use client::StoreClient;
 pub use config::StoreClientConfig;
 pub use error::StoreError;
-pub use grpc::{DataPath, GrpcConfig, GrpcTransport, UnknownDataPath};
+pub use grpc::{DATA_PATH_ENV, DataPath, GrpcConfig, GrpcTransport, UnknownDataPath};
 pub use op::{CondOutcome, Expect, Op, OpOutcome, Versioned};
 pub use scan::{Item, KeyRange, ScanPage};
 pub use transport::{Transport, TransportError, TransportKind, UnknownTransport};
