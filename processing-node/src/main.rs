@@ -70,6 +70,11 @@ struct Cli {
     log_format: String,
 }
 
+/// mimalloc instead of the system allocator: the server allocates per request, per key and
+/// per row, and the system allocator cost 17–19 % of a TPC-C run's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -47,6 +47,12 @@ enum Command {
     Bench(shmdb::bench::BenchCommand),
 }
 
+/// mimalloc instead of the system allocator: the server allocates per request, per key and
+/// per row, and the system allocator cost 17–19 % of a TPC-C run's CPU (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
