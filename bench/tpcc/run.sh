@@ -15,7 +15,7 @@
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
 # BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [target/release/shmdb], PG_PORT [5442],
 # SHMDB_PG_PORT [5432], ISOLATION [4: go-tpc's number for REPEATABLE READ; 2 = READ COMMITTED], SKIP_CHECK [unset; set: no `check` after the run], WEIGHT [go-tpc's 45,43,4,4,4 mix; e.g. 100,0,0,0,0 for NewOrder only], PNS [1 2 3: processing-node counts of `scale`], PROFILE [unset; set: perf record of the server during each run,
-# with a flamegraph].
+# with a flamegraph; PROFILE=dwarf: DWARF call graphs, full stacks from a release build].
 #
 # Every run: `go-tpc tpcc prepare` (schema, load, and the driver's check of the loaded data),
 # `go-tpc tpcc run` (no think time, REPEATABLE READ, errors counted and retried by the next
@@ -83,7 +83,7 @@ flamegraph() { # perf.data out.svg
   if [[ ! -x $BENCH_CACHE/bin/inferno-flamegraph ]]; then
     cargo install --quiet --root "$BENCH_CACHE" inferno >/dev/null 2>&1 || return 1
   fi
-  perf script -i "$1" 2>/dev/null | "$BENCH_CACHE/bin/inferno-collapse-perf" >"${1%.data}.folded"
+  perf script --no-inline -i "$1" 2>/dev/null | "$BENCH_CACHE/bin/inferno-collapse-perf" >"${1%.data}.folded"
   "$BENCH_CACHE/bin/inferno-flamegraph" <"${1%.data}.folded" >"$2"
 }
 
@@ -150,7 +150,11 @@ tpcc() { # label ports user server-pid [extra prepare flags]
   local perf_pid=""
   if [[ -n ${PROFILE:-} ]]; then
     # cpu-clock: this machine has no hardware counters. Stops with the run.
-    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
+    # Release builds carry no frame pointers: PROFILE=dwarf unwinds with DWARF instead
+    # (full stacks, much larger perf.data, so a lower rate).
+    local callgraph=(-F 499 -g)
+    [[ $PROFILE == dwarf ]] && callgraph=(-F 97 --call-graph dwarf,16384)
+    perf record -e cpu-clock "${callgraph[@]}" -p "$pid" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   "$GOTPC" "${common[@]}" run -T "$THREADS" --time "$DURATION" --isolation "$ISOLATION" ${WEIGHT:+--weight "$WEIGHT"} \

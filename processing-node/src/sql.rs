@@ -25,6 +25,7 @@ pub mod func;
 pub mod parse;
 pub mod pg_catalog;
 pub mod plan;
+pub(crate) mod plan_cache;
 pub mod run;
 pub mod select;
 pub mod session;

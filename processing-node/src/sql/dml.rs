@@ -183,7 +183,7 @@ impl Planner<'_> {
             return Err(SqlError::unsupported("INSERT into a table function"));
         };
         let meta = self.catalog.table(&object_name(name))?;
-        let targets: Vec<usize> = if ins.columns.is_empty() {
+        let mut targets: Vec<usize> = if ins.columns.is_empty() {
             meta.visible().map(|(i, _)| i).collect()
         } else {
             ins.columns
@@ -214,6 +214,15 @@ impl Planner<'_> {
             None => InsertSource::Values(vec![vec![None; targets.len()]]),
             Some(q) => match q.body.as_ref() {
                 SetExpr::Values(v) if q.order_by.is_none() && q.limit_clause.is_none() => {
+                    let width = v.rows.first().map_or(0, |r| r.content.len());
+                    if v.rows.iter().any(|r| r.content.len() != width) {
+                        return Err(SqlError::syntax("VALUES lists must all be the same length"));
+                    }
+                    // Without a column list, PostgreSQL fills the leading columns and
+                    // gives the rest their defaults.
+                    if ins.columns.is_empty() {
+                        targets.truncate(width);
+                    }
                     let mut rows = Vec::with_capacity(v.rows.len());
                     for r in &v.rows {
                         if r.content.len() > targets.len() {
@@ -244,6 +253,14 @@ impl Planner<'_> {
                 }
                 _ => {
                     let plan = self.plan_query(q)?;
+                    if ins.columns.is_empty() {
+                        targets.truncate(plan.columns.len());
+                    }
+                    if plan.columns.len() > targets.len() {
+                        return Err(SqlError::syntax(
+                            "INSERT has more expressions than target columns",
+                        ));
+                    }
                     if plan.columns.len() != targets.len() {
                         return Err(SqlError::syntax(
                             "INSERT has more target columns than expressions",

@@ -13,6 +13,7 @@ use crate::sql::ddl;
 use crate::sql::error::SqlError;
 use crate::sql::exec::Exec;
 use crate::sql::plan::Plan;
+use crate::sql::plan_cache::Planned;
 use crate::sql::session::{QueryOutput, Session, TxStatus};
 use crate::sql::txn_error;
 use crate::sql::types::{Column, PgType};
@@ -38,10 +39,13 @@ fn text_rows(name: &str, lines: Vec<String>, tag: &str) -> QueryOutput {
 impl Session {
     /// Runs one statement with the session's transaction rules: a statement outside a block
     /// runs in an implicit transaction; an error inside a block fails the block.
+    /// `sql` is the statement's text when it is a prepared statement's, so its plan is
+    /// kept for the next execution.
     pub(crate) async fn run_statement(
         &mut self,
         stmt: &Statement,
         params: &[Datum],
+        sql: Option<&str>,
     ) -> Result<QueryOutput, SqlError> {
         self.cancel.store(false, Ordering::Relaxed);
         match stmt {
@@ -62,7 +66,7 @@ impl Session {
             Statement::Vacuum(_) => Ok(command("VACUUM")),
             Statement::Discard { .. } => Ok(command("DISCARD ALL")),
             Statement::Deallocate { .. } => Ok(command("DEALLOCATE")),
-            _ => self.run_in_txn(stmt, params).await,
+            _ => self.run_in_txn(stmt, params, sql).await,
         };
         if r.is_err() {
             self.fail_after_error().await;
@@ -273,71 +277,24 @@ impl Session {
         &mut self,
         stmt: &Statement,
         params: &[Datum],
+        sql: Option<&str>,
     ) -> Result<QueryOutput, SqlError> {
         let catalog = self.ensure_txn().await?;
+        if self.settings.read_committed()
+            && let Some(tx) = self.txn.as_mut()
+        {
+            tx.begin_statement();
+        }
+        if let Some(planned) = self.plans.plan(sql, &catalog, stmt)? {
+            return self.run_planned(&planned, params, &catalog).await;
+        }
         let engine = self.engine.clone();
-        let now = self.txn_now;
         let Some(tx) = self.txn.as_mut() else {
             return Err(SqlError::internal("no transaction"));
         };
-        if self.settings.read_committed() {
-            tx.begin_statement();
-        }
         let mut planner = Planner::new(&catalog, &[]);
         let mut ddl_done = None;
         let out = match stmt {
-            Statement::Query(q) => {
-                let qp = planner.plan_query(q)?;
-                let subs = std::mem::take(&mut planner.subqueries);
-                let mut ex = Exec {
-                    tx,
-                    params,
-                    subs: Vec::new(),
-                    now,
-                    catalog: &catalog,
-                    cancel: &self.cancel,
-                };
-                ex.prepare_subqueries(&subs).await?;
-                let rows = ex.run(&qp.plan).await?;
-                QueryOutput::Rows {
-                    columns: qp.columns,
-                    tag: format!("SELECT {}", rows.len()),
-                    rows,
-                }
-            }
-            Statement::Insert(ins) => {
-                let p = planner.plan_insert(ins)?;
-                let subs = std::mem::take(&mut planner.subqueries);
-                let mut ex = Exec {
-                    tx,
-                    params,
-                    subs: Vec::new(),
-                    now,
-                    catalog: &catalog,
-                    cancel: &self.cancel,
-                };
-                ex.prepare_subqueries(&subs).await?;
-                let (n, rows) = ex.insert(&p, &engine.engine, &engine.catalog).await?;
-                let tag = format!("INSERT 0 {n}");
-                match p.returning {
-                    Some(r) => QueryOutput::Rows {
-                        columns: r.columns,
-                        rows,
-                        tag,
-                    },
-                    None => QueryOutput::Command { tag },
-                }
-            }
-            Statement::Update(u) => {
-                let p = planner.plan_update(u)?;
-                self.modify(p, false, "UPDATE", planner.subqueries, params, &catalog)
-                    .await?
-            }
-            Statement::Delete(d) => {
-                let p = planner.plan_delete(d)?;
-                self.modify(p, true, "DELETE", planner.subqueries, params, &catalog)
-                    .await?
-            }
             Statement::Explain { statement, .. } => {
                 let plan = match statement.as_ref() {
                     Statement::Query(q) => planner.plan_query(q)?.plan,
@@ -422,18 +379,23 @@ impl Session {
         Ok(out)
     }
 
-    async fn modify(
+    /// Executes a planned SELECT, INSERT, UPDATE or DELETE in the open transaction.
+    async fn run_planned(
         &mut self,
-        p: crate::sql::dml::ModifyPlan,
-        delete: bool,
-        word: &str,
-        subs: Vec<crate::sql::bind::SubPlan>,
+        planned: &Planned,
         params: &[Datum],
         catalog: &Catalog,
     ) -> Result<QueryOutput, SqlError> {
+        let engine = self.engine.clone();
         let now = self.txn_now;
         let Some(tx) = self.txn.as_mut() else {
             return Err(SqlError::internal("no transaction"));
+        };
+        let subs = match planned {
+            Planned::Query(_, s)
+            | Planned::Insert(_, s)
+            | Planned::Update(_, s)
+            | Planned::Delete(_, s) => s,
         };
         let mut ex = Exec {
             tx,
@@ -443,12 +405,32 @@ impl Session {
             catalog,
             cancel: &self.cancel,
         };
-        ex.prepare_subqueries(&subs).await?;
-        let (n, rows) = ex.modify(&p, delete).await?;
-        let tag = format!("{word} {n}");
-        Ok(match p.returning {
+        ex.prepare_subqueries(subs).await?;
+        let (tag, returning, rows) = match planned {
+            Planned::Query(qp, _) => {
+                let rows = ex.run(&qp.plan).await?;
+                return Ok(QueryOutput::Rows {
+                    columns: qp.columns.clone(),
+                    tag: format!("SELECT {}", rows.len()),
+                    rows,
+                });
+            }
+            Planned::Insert(p, _) => {
+                let (n, rows) = ex.insert(p, &engine.engine, &engine.catalog).await?;
+                (format!("INSERT 0 {n}"), &p.returning, rows)
+            }
+            Planned::Update(p, _) => {
+                let (n, rows) = ex.modify(p, false).await?;
+                (format!("UPDATE {n}"), &p.returning, rows)
+            }
+            Planned::Delete(p, _) => {
+                let (n, rows) = ex.modify(p, true).await?;
+                (format!("DELETE {n}"), &p.returning, rows)
+            }
+        };
+        Ok(match returning {
             Some(r) => QueryOutput::Rows {
-                columns: r.columns,
+                columns: r.columns.clone(),
                 rows,
                 tag,
             },

@@ -107,6 +107,7 @@ impl SqlEngine {
             notices: Vec::new(),
             portal: None,
             parsed: lru::LruCache::new(PARSE_CACHE),
+            plans: crate::sql::plan_cache::PlanCache::default(),
         }
     }
 }
@@ -141,6 +142,8 @@ pub struct Session {
     /// Parsed statements by SQL text, so executing a prepared statement does not parse it
     /// again.
     parsed: lru::LruCache<String, Arc<Vec<sqlparser::ast::Statement>>>,
+    /// Plans of prepared statements by SQL text (see [`crate::sql::plan_cache`]).
+    pub(crate) plans: crate::sql::plan_cache::PlanCache,
 }
 
 /// Statements kept parsed per session.
@@ -166,7 +169,7 @@ impl Session {
         }
         let mut out = Vec::with_capacity(statements.len());
         for stmt in &statements {
-            let r = self.run_statement(stmt, &[]).await;
+            let r = self.run_statement(stmt, &[], None).await;
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -239,7 +242,9 @@ impl Session {
                 ),
             ));
         }
-        let out = self.run_statement(stmt, params).await?;
+        let out = self
+            .run_statement(stmt, params, Some(&prepared.sql))
+            .await?;
         Ok(self.limit_rows(out, max_rows))
     }
 
