@@ -55,6 +55,39 @@ async fn each_statement_sees_what_committed_before_it() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A statement sees what another processing node committed before it began, although
+/// nothing began on this node in between (this node learns of other nodes' commits only
+/// from a commit manager, so each statement after the first makes sure one was asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_sees_commits_made_through_another_node() -> anyhow::Result<()> {
+    let (_cluster, engines) = start(2).await?;
+    let (mut a, mut b) = (engines[0].session(), engines[1].session());
+    kv_table(&mut a).await?;
+
+    exec(&mut a, "BEGIN").await?;
+    assert_eq!(rows(&mut a, "SELECT v FROM kv WHERE k = 1").await?, ["10"]);
+    for (round, v) in [(1, 11), (2, 12), (3, 13)] {
+        exec(&mut b, &format!("UPDATE kv SET v = {v} WHERE k = 1")).await?;
+        exec(
+            &mut b,
+            &format!("INSERT INTO kv VALUES ({}, 0)", 100 + round),
+        )
+        .await?;
+        assert_eq!(
+            rows(&mut a, "SELECT v FROM kv WHERE k = 1").await?,
+            [v.to_string()],
+            "round {round}"
+        );
+        assert_eq!(
+            rows(&mut a, "SELECT count(*) FROM kv").await?,
+            [(2 + round).to_string()],
+            "round {round}"
+        );
+    }
+    exec(&mut a, "COMMIT").await?;
+    Ok(())
+}
+
 /// The pgbench shape: a transaction updates a row another processing node changed and
 /// committed after the transaction began, and before the statement ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +230,7 @@ async fn writer_held_mid_commit(
     setup.commit().await?;
 
     let mut waiter = a.begin().await?;
-    waiter.begin_statement();
+    waiter.begin_statement().await?;
     let mut writer = b.begin().await?;
     writer
         .update(&t, &[Datum::Int(1)], vec![Datum::Int(1), Datum::Int(11)])

@@ -283,7 +283,7 @@ impl Session {
         if self.settings.read_committed()
             && let Some(tx) = self.txn.as_mut()
         {
-            tx.begin_statement();
+            tx.begin_statement().await.map_err(txn_error)?;
         }
         if let Some(planned) = self.plans.plan(sql, &catalog, stmt)? {
             return self.run_planned(&planned, params, &catalog).await;

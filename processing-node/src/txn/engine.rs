@@ -88,6 +88,10 @@ impl EngineConfig {
     }
 }
 
+/// How long a READ COMMITTED statement waits for another session's start that is already
+/// on its way before it asks for its own (see [`Engine::statement_snapshot`]).
+const STATEMENT_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// One processing node's transaction engine.
 pub struct Engine {
     pub(crate) store: StoreClient,
@@ -100,6 +104,13 @@ pub struct Engine {
     /// Woken whenever `newest_snapshot` moves on: READ COMMITTED writers wait on it for the
     /// transaction that holds a row's newest version to commit.
     pub(crate) snapshot_moved: tokio::sync::Notify,
+    /// Starts asked of a commit manager so far (each start takes the next number before it
+    /// is sent), and the highest number answered: a READ COMMITTED statement needs the
+    /// snapshot of a start sent after it began (see [`Engine::statement_snapshot`]).
+    starts_sent: AtomicU64,
+    starts_answered: AtomicU64,
+    /// Woken whenever a start is answered.
+    start_answered: tokio::sync::Notify,
     pub(crate) shared: Option<SharedBuffer>,
 }
 
@@ -126,15 +137,52 @@ impl Engine {
             lav: AtomicU64::new(0),
             newest_snapshot: RwLock::new(None),
             snapshot_moved: tokio::sync::Notify::new(),
+            starts_sent: AtomicU64::new(0),
+            starts_answered: AtomicU64::new(0),
+            start_answered: tokio::sync::Notify::new(),
             shared,
         })
     }
 
     /// Begins a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Transaction, TxnError> {
+        let begun = self.start().await?;
+        Ok(Transaction::new(self.clone(), begun))
+    }
+
+    /// A start asked of a commit manager, numbered and recorded as answered.
+    async fn start(&self) -> Result<Begun, TxnError> {
+        let number = self.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
         let begun = self.manager.start().await?;
         self.note_begun(&begun);
-        Ok(Transaction::new(self.clone(), begun))
+        self.starts_answered.fetch_max(number, Ordering::SeqCst);
+        self.start_answered.notify_waiters();
+        Ok(begun)
+    }
+
+    /// Makes the node's newest snapshot include every commit acknowledged before this call:
+    /// a READ COMMITTED statement must see them all, also those of other processing nodes,
+    /// which this node learns of only from a commit manager. Any start sent after the call
+    /// began will do, so under load the statement waits for one already on its way (other
+    /// sessions' begins) instead of asking for its own; when none is, it asks for one.
+    pub(crate) async fn statement_snapshot(&self) -> Result<(), TxnError> {
+        let needed = self.starts_sent.load(Ordering::SeqCst) + 1;
+        let mut waited = false;
+        loop {
+            let answered = self.start_answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if self.starts_answered.load(Ordering::SeqCst) >= needed {
+                return Ok(());
+            }
+            // One wait for a start already sent; if it fails or is slow, ask ourselves.
+            if !waited && self.starts_sent.load(Ordering::SeqCst) >= needed {
+                waited = true;
+                let _ = tokio::time::timeout(STATEMENT_SNAPSHOT_WAIT, answered).await;
+                continue;
+            }
+            return self.refresh_snapshot().await;
+        }
     }
 
     /// A start answered: its lav and snapshot are the newest this node knows.
@@ -155,8 +203,7 @@ impl Engine {
     /// wrote learns this way when it committed, without waiting for the next transaction
     /// to begin here.
     pub(crate) async fn refresh_snapshot(&self) -> Result<(), TxnError> {
-        let begun = self.manager.start().await?;
-        self.note_begun(&begun);
+        let begun = self.start().await?;
         self.manager.abort(begun.tid).await
     }
 

@@ -158,30 +158,35 @@ impl Transaction {
             .is_some_and(|newest| newest != self.tid && !read.snapshot.is_visible(newest))
     }
 
-    /// READ COMMITTED: the statement about to run reads the newest snapshot this node knows
-    /// (the snapshot of the newest transaction begun here, plus this node's commits since)
-    /// instead of the transaction's first one, as PostgreSQL takes a snapshot per
-    /// statement. Records read by earlier statements and not written are dropped from the
-    /// buffer so they are read again: even under the same snapshot the store may hold
-    /// newer versions, which a writer must find to wait for or build on. Written ones stay
-    /// (they hold what the pending writes are based on, and each remembers the snapshot it
-    /// was read under for the conflict check at commit). A snapshot that does not contain
-    /// the current one (another manager's view) is not taken: a statement never sees less
-    /// than the one before it.
-    ///
-    /// A commit made through another processing node is in this node's snapshot once a
-    /// transaction begins here after it (or a waiting writer asks a manager): until then a
-    /// statement may read the version before it, never a mix.
-    pub fn begin_statement(&mut self) {
+    /// READ COMMITTED: the statement about to run reads a snapshot taken when it began,
+    /// as PostgreSQL takes a snapshot per statement: every commit acknowledged before it
+    /// began, through any processing node, is in it. The transaction's first statement
+    /// reads the snapshot of its begin (taken as that statement began); each later one
+    /// makes sure a commit manager was asked after it began (`Engine::statement_snapshot`)
+    /// and reads the node's newest snapshot. Records read by earlier statements and not
+    /// written are dropped from the buffer so they are read again: even under the same
+    /// snapshot the store may hold newer versions, which a writer must find to wait for or
+    /// build on. Written ones stay (they hold what the pending writes are based on, and
+    /// each remembers the snapshot it was read under for the conflict check at commit). A
+    /// snapshot that does not contain the current one (another manager's view) is not
+    /// taken: a statement never sees less than the one before it.
+    pub async fn begin_statement(&mut self) -> Result<(), TxnError> {
+        self.ensure_active()?;
+        let first = !self.read_committed;
         self.read_committed = true;
+        if first {
+            return Ok(());
+        }
+        self.engine.statement_snapshot().await?;
         let writes = &self.writes;
         self.reads.retain(|key, _| writes.contains_key(key));
         let Some(newest) = self.engine.newest_snapshot.read().clone() else {
-            return;
+            return Ok(());
         };
         if !Arc::ptr_eq(&newest, &self.snapshot) && self.snapshot.is_subset_of(&newest) {
             self.snapshot = newest;
         }
+        Ok(())
     }
 }
 
