@@ -56,6 +56,10 @@ impl storage_server::Storage for NodeService {
         &self,
         request: Request<Streaming<pb::StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        // Refused before anything is read, so the client knows nothing was applied.
+        if *self.stopping.borrow() {
+            return Err(Status::unavailable("storage node is shutting down"));
+        }
         Ok(Response::new(crate::stream::serve(
             self.node.clone(),
             request.into_inner(),

@@ -189,3 +189,40 @@ async fn a_graceful_shutdown_ends_open_streams_instead_of_waiting_for_them() {
     assert!(!matches!(end, Ok(Some(_))), "{end:?}");
     drop(tx);
 }
+
+#[tokio::test]
+async fn a_stopped_node_refuses_new_streams_before_reading_anything() {
+    let mut nodes = start_nodes(1, |_| {}).await;
+    let map = bootstrap_map(&nodes, 1, 1);
+    install(&nodes, &map).await;
+    let node = nodes.remove(0);
+    let mut client = storage(&node.addr.to_string()).await;
+    let (tx, rx) = mpsc::channel(16);
+    let mut inbound = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    tx.send(batch(1, map.version, vec![get(b"k")]))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut inbound).await.id, 1);
+    // A crash as in-process tests simulate it: the connection already open outlives the
+    // server task, so a new stream on it reaches the service.
+    node.abort();
+    let (_tx2, rx2) = mpsc::channel::<pb::StreamRequest>(1);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.stream(ReceiverStream::new(rx2)),
+    )
+    .await
+    .expect("an answer in time");
+    match refused {
+        Err(status) => assert!(
+            status.code() == tonic::Code::Unavailable && status.message().contains("shutting down"),
+            "{status:?}"
+        ),
+        Ok(_) => panic!("a stopped node accepted a new stream"),
+    }
+    drop(tx);
+}
