@@ -3,7 +3,10 @@
 # 127.0.0.1, installs the CRD and the operator's RBAC, runs two operator replicas as
 # processes with a ServiceAccount token, runs `cargo test -p shmdb-e2e`, and tears it all
 # down. Nodes are simulated by kwok; storage pods get host storage-node processes from the
-# tests (SHMDB_E2E_DATA_PLANE=host). SHMDB_E2E_KEEP=1 leaves the cluster running.
+# tests (SHMDB_E2E_DATA_PLANE=host). One real node (kubelet + containerd, tainted so only
+# tests/real_pods.rs uses it) is added when it can be: SHMDB_E2E_REAL_PODS=0 skips it, and
+# if it fails to come up the suite runs without it (loudly). SHMDB_E2E_KEEP=1 leaves the
+# cluster running.
 # Extra arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 
@@ -37,15 +40,39 @@ fi
 for tool in go openssl curl; do
   command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
 done
-"$here/harness/build.sh"
-log "building the operator and storage-node binaries"
+want_real="${SHMDB_E2E_REAL_PODS:-1}"
+if [[ "$want_real" == 1 ]]; then
+  # The real node's kubelet is built like the control plane (about 6 min uncached).
+  if ! SHMDB_E2E_BUILD_KUBELET=1 "$here/harness/build.sh"; then
+    log "!!! BUILDING THE KUBELET FAILED: no real node; tests/real_pods.rs will skip"
+    want_real=0
+    "$here/harness/build.sh"
+  fi
+else
+  "$here/harness/build.sh"
+fi
+log "building the operator, the data-plane binaries (the real node's image) and e2e-dns"
 (cd "$repo" && cargo build -j2 -p shmdb-operator --bin operator \
-  -p shmdb-storage-node --bin storage-node)
+  -p shmdb-storage-node --bin storage-node -p shmdb-processing-node --bin processing-node \
+  -p shmdb-commit-manager --bin commit-manager -p shmdb-e2e --bin e2e-dns)
 (cd "$repo" && cargo test -j2 -p shmdb-e2e --no-run)
 
 kubeconfig="$("$here/harness/up.sh" | tail -n 1)"
 export KUBECONFIG="$kubeconfig"
 kubectl="$K8S_BIN/kubectl"
+
+real_pods=0
+if [[ "$want_real" == 1 ]]; then
+  log "adding the real node (kubelet, containerd, cluster DNS) and importing the project image"
+  real_started=$(date +%s)
+  if SHMDB_E2E_BIN_DIR="$target/debug" "$here/harness/real-node.sh" &&
+    SHMDB_E2E_BIN_DIR="$target/debug" "$here/harness/image.sh"; then
+    real_pods=1
+    log "real node ready in $(($(date +%s) - real_started))s"
+  else
+    log "!!! THE REAL NODE DID NOT COME UP: tests/real_pods.rs will skip (logs: $state/logs/kubelet.log, containerd.log, e2e-dns.log)"
+  fi
+fi
 
 log "installing the CRD and the operator's RBAC"
 "$kubectl" apply --server-side -f "$repo/crds/shmdbs.yaml" >/dev/null
@@ -92,6 +119,7 @@ done
 log "running the e2e tests"
 tests_started=$(date +%s)
 SHMDB_E2E=1 SHMDB_E2E_KUBECTL="$kubectl" SHMDB_E2E_DATA_PLANE=host \
+  SHMDB_E2E_REAL_PODS="$real_pods" SHMDB_E2E_DNS="${SHMDB_E2E_POD_GATEWAY:-10.88.0.1}:53" \
   SHMDB_E2E_OPERATOR_PIDS="$state/operators" SHMDB_E2E_LOGS="$state/logs" \
   SHMDB_E2E_BIN_DIR="$target/debug" \
   bash -c "cd '$repo' && cargo test -j2 --no-fail-fast -p shmdb-e2e -- --test-threads=4 $*"

@@ -80,6 +80,8 @@ healthzPort: 0
 evictionHard: {}
 localStorageCapacityIsolation: false
 resolvConf: ""
+# Containers' logs next to the harness's own (logs/pods/<ns>_<pod>_<uid>/<container>/).
+podLogsDir: $logs/pods
 # e2e-dns (below): Service and pod names from the API; there is no CoreDNS here.
 clusterDNS: [$SHMDB_E2E_POD_GATEWAY]
 clusterDomain: cluster.local
