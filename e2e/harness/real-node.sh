@@ -132,9 +132,11 @@ done
 "$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
   -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True ||
   { echo "real-node-0 did not turn Ready within 120 s; see $logs/kubelet.log" >&2; exit 1; }
-# The responder answers once it has listed Pods and Services.
+# The responder answers once it has listed Pods and Services (or has already failed).
+dns_pid="$(awk '$2 == "e2e-dns" { pid = $1 } END { print pid }' "$state/pids")"
 for _ in $(seq 1 60); do
   curl -fsS "http://127.0.0.1:$SHMDB_E2E_DNS_METRICS_PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$dns_pid" 2>/dev/null || break
   sleep 0.5
 done
 curl -fsS "http://127.0.0.1:$SHMDB_E2E_DNS_METRICS_PORT/readyz" >/dev/null ||
