@@ -41,6 +41,6 @@ async fn main() -> anyhow::Result<()> {
     println!("commit manager {id} listening on {}", running.addr);
     tokio::select! {
         result = running.wait() => result.map_err(|e| anyhow::anyhow!("server stopped: {e}")),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = shmdb_telemetry::shutdown_signal() => Ok(()),
     }
 }

@@ -165,3 +165,80 @@ fn switching_autoscaling_off_marks_the_hpa_for_deletion() {
         "fixed replicas without HPA"
     );
 }
+
+/// Every `SHMDB_*` variable the operator gives a tier's container is one that tier's binary
+/// reads (checked against the binary's own `--help`), and the command passes the id flag
+/// the binary requires: a misnamed variable is silently ignored, and the binary then falls
+/// back to a default such as a loopback listen address that no Service can reach.
+#[test]
+fn every_tier_gets_the_variables_and_flags_its_binary_reads() {
+    use shmdb_operator::resources::Tier;
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()))
+    else {
+        panic!("test binary has no target dir");
+    };
+    let db = example_database("db", "ns");
+    let objects = desired(&db, &inputs(ClusterApis::default()));
+    // Informational only (logs and dashboards), read by no binary.
+    let informational = ["SHMDB_DATABASE"];
+    for tier in Tier::ALL {
+        let bin = dir.join(tier.binary());
+        if !bin.exists() {
+            eprintln!(
+                "SKIPPED for {}: {} not built (cargo build -p the tier's crate)",
+                tier.binary(),
+                bin.display()
+            );
+            continue;
+        }
+        let help = std::process::Command::new(&bin)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        let set = objects
+            .stateful_sets
+            .iter()
+            .find(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .is_some_and(|p| {
+                        p.containers[0]
+                            .command
+                            .as_ref()
+                            .is_some_and(|c| c.iter().any(|w| w.contains(tier.binary())))
+                    })
+            })
+            .unwrap_or_else(|| panic!("no StatefulSet runs {}", tier.binary()));
+        let container = &set
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod")
+            .containers[0];
+        for var in container.env.iter().flatten() {
+            if !var.name.starts_with("SHMDB_") || informational.contains(&var.name.as_str()) {
+                continue;
+            }
+            assert!(
+                help.contains(&format!("env: {}", var.name)),
+                "{} does not read {} (its --help lists no such variable)",
+                tier.binary(),
+                var.name
+            );
+        }
+        let command = container.command.clone().unwrap_or_default().join(" ");
+        let id_flag = match tier {
+            Tier::CommitManager => "--manager-id",
+            _ => "--node-id",
+        };
+        assert!(
+            command.contains(id_flag) && help.contains(id_flag),
+            "{}: command {command:?} lacks {id_flag}",
+            tier.binary()
+        );
+    }
+}

@@ -266,9 +266,13 @@ async fn a_spec_change_patches_the_objects() {
         let storage = body_of(&bodies, "statefulsets/orders-storage");
         assert_eq!(env_value(storage, "SHMDB_MEMORY_LIMIT"), Some("2147483648"));
         let processing = body_of(&bodies, "statefulsets/orders-processing");
+        // The user's args follow the command that sets the node id from the ordinal.
+        let command = &processing["spec"]["template"]["spec"]["containers"][0]["command"];
+        let command = command.as_array().cloned().unwrap_or_default();
+        assert_eq!(command.last(), Some(&json!("--buffer=shared-record")));
         assert_eq!(
-            processing["spec"]["template"]["spec"]["containers"][0]["args"],
-            json!(["--buffer=shared-record"])
+            command.get(command.len().wrapping_sub(2)),
+            Some(&json!("--"))
         );
         let hpa = body_of(&bodies, "horizontalpodautoscalers/orders-processing");
         assert_eq!(hpa["spec"]["maxReplicas"], 12);

@@ -106,30 +106,7 @@ async fn main() -> anyhow::Result<()> {
         "processing node {} serving SQL on {}",
         cli.node_id, running.pg.addr
     );
-    shutdown_signal().await;
+    shmdb_telemetry::shutdown_signal().await;
     running.shutdown().await;
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM (how Kubernetes and `shmdb up --processes` stop us).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

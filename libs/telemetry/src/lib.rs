@@ -34,6 +34,7 @@ mod health;
 mod http;
 mod logging;
 mod metrics;
+mod signal;
 
 pub use error::TelemetryError;
 pub use health::{Health, STARTING_REASON};
@@ -42,6 +43,7 @@ pub use logging::{
     DEFAULT_LOG_FILTER, LOG_FILTER_ENV, LogFormat, OTLP_ENDPOINT_ENV, TelemetryGuard, init,
 };
 pub use metrics::{LATENCY_BUCKETS, METRICS_CONTENT_TYPE, MetricsRegistry};
+pub use signal::shutdown_signal;
 
 /// Re-exported so components name metric types without depending on `prometheus` directly
 /// and always get the same version as the registry.

@@ -49,31 +49,58 @@ fn stateful_set(
     }
 }
 
-fn common_env(names: &Names, listen_port: i32) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+/// What every tier's container gets; `listen_var` is the tier binary's own name for its
+/// listen address (each binary has one, so a variable meant for another is never misread).
+fn common_env(
+    names: &Names,
+    listen_var: &str,
+    listen_port: i32,
+) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     vec![
         pod_name_env(),
-        env("SHMDB_LISTEN", format!("0.0.0.0:{listen_port}")),
+        env(listen_var, format!("0.0.0.0:{listen_port}")),
         env("SHMDB_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env("SHMDB_LOG_FORMAT", "json"),
         env("SHMDB_DATABASE", names.database.clone()),
     ]
 }
 
+/// Runs the tier's binary with an id of the pod ordinal + 1 (`flag`), computed by the shell
+/// from the pod's hostname because Kubernetes offers no arithmetic on the ordinal; `exec`
+/// makes the binary the container's PID 1, so it gets the stop signal itself.
+fn ordinal_id_command(tier: Tier, flag: &str, args: &[String]) -> Vec<String> {
+    let mut command = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "exec {} {flag} $(( ${{HOSTNAME##*-}} + 1 )) \"$@\"",
+            tier.binary()
+        ),
+        "--".to_string(),
+    ];
+    command.extend(args.iter().cloned());
+    command
+}
+
 /// Processing nodes: replicas follow `spec.processing.replicas`, which the HPA writes through
 /// the database's scale subresource, so the operator never fights the HPA.
 pub fn processing(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
     let spec = &db.spec.processing;
-    let mut vars = common_env(names, SQL_PORT);
+    let mut vars = common_env(names, "SHMDB_PG_LISTEN", SQL_PORT);
     vars.push(env(
-        "SHMDB_STORAGE_SEEDS",
+        "SHMDB_STORE_SEEDS",
         names.storage_seeds(db.spec.storage.replicas),
     ));
     vars.push(env("SHMDB_COMMIT_MANAGERS", names.commit_managers()));
     vars.extend(spec.env.iter().cloned());
     let parts = PodParts {
         tier: Tier::Processing,
-        command: Some(vec![Tier::Processing.binary().to_string()]),
-        args: spec.args.clone(),
+        command: Some(ordinal_id_command(
+            Tier::Processing,
+            "--node-id",
+            &spec.args,
+        )),
+        args: Vec::new(),
         env: vars,
         resources: spec.resources.clone(),
         overrides: &spec.pod,
@@ -89,12 +116,11 @@ pub fn processing(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
 }
 
 /// Storage nodes: replicas are the autoscaler's decision (it shrinks only after draining).
-/// The node id is the pod ordinal + 1, computed by the shell from the pod's hostname
-/// because Kubernetes offers no arithmetic on the ordinal.
+/// The node id is the pod ordinal + 1.
 pub fn storage(db: &SharedMemDatabase, names: &Names, replicas: i32) -> StatefulSet {
     let spec = &db.spec.storage;
     let memory = quantity::to_bytes(&spec.memory_per_node).unwrap_or(0);
-    let mut vars = common_env(names, STORAGE_PORT);
+    let mut vars = common_env(names, "SHMDB_LISTEN", STORAGE_PORT);
     vars.push(env(
         "SHMDB_ADVERTISE",
         format!(
@@ -122,19 +148,9 @@ pub fn storage(db: &SharedMemDatabase, names: &Names, replicas: i32) -> Stateful
             limits: Some(BTreeMap::from([("memory".to_string(), container_memory)])),
             ..Default::default()
         });
-    let mut command = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        format!(
-            "exec {} --node-id $(( ${{HOSTNAME##*-}} + 1 )) \"$@\"",
-            Tier::Storage.binary()
-        ),
-        "--".to_string(),
-    ];
-    command.extend(spec.args.iter().cloned());
     let parts = PodParts {
         tier: Tier::Storage,
-        command: Some(command),
+        command: Some(ordinal_id_command(Tier::Storage, "--node-id", &spec.args)),
         args: Vec::new(),
         env: vars,
         resources: Some(resources),
@@ -194,16 +210,28 @@ pub fn storage(db: &SharedMemDatabase, names: &Names, replicas: i32) -> Stateful
 /// field out of its apply (server-side apply then never resets it).
 pub fn commit_manager(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
     let spec = &db.spec.commit_managers;
-    let mut vars = common_env(names, COMMIT_PORT);
+    let mut vars = common_env(names, "SHMDB_COMMIT_LISTEN", COMMIT_PORT);
     vars.push(env(
-        "SHMDB_STORAGE_SEEDS",
+        "SHMDB_COMMIT_ADVERTISE",
+        format!(
+            "$(POD_NAME).{}.{}.svc:{COMMIT_PORT}",
+            names.headless(Tier::CommitManager),
+            names.namespace
+        ),
+    ));
+    vars.push(env(
+        "SHMDB_STORE_SEEDS",
         names.storage_seeds(db.spec.storage.replicas),
     ));
     vars.extend(spec.env.iter().cloned());
     let parts = PodParts {
         tier: Tier::CommitManager,
-        command: Some(vec![Tier::CommitManager.binary().to_string()]),
-        args: spec.args.clone(),
+        command: Some(ordinal_id_command(
+            Tier::CommitManager,
+            "--manager-id",
+            &spec.args,
+        )),
+        args: Vec::new(),
         env: vars,
         resources: spec.resources.clone(),
         overrides: &spec.pod,
