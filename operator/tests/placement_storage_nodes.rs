@@ -296,3 +296,39 @@ async fn map_survives_a_manager_restart_and_concurrent_managers_lose_no_update()
     cluster.nodes.insert(10, spare_a);
     cluster.nodes.insert(11, spare_b);
 }
+
+/// A node the map was bootstrapped onto but that has not answered yet (its pod still
+/// starting) is not declared lost after the few failed probes that end a node which did
+/// answer before; it is only after the longer limit for nodes never heard from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_not_started_yet_gets_the_longer_grace() {
+    let api = FakeApi::default();
+    let node = Node::start(1).await;
+    // An address nobody listens on: node 2's pod has not started.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut config = config();
+    config.rpc_timeout = Duration::from_millis(100);
+    config.dead_after_failures_unseen = 8;
+    let manager = PlacementManager::new(store(&api), config);
+    let addresses = BTreeMap::from([(1, node.addr.to_string()), (2, silent.to_string())]);
+    manager
+        .bootstrap(addresses, 2, 2, BTreeMap::new())
+        .await
+        .expect("bootstrap");
+    for round in 1..8 {
+        let outcome = manager.reconcile_once().await.expect("round");
+        assert!(
+            outcome.live.contains(&2),
+            "round {round}: a node never heard from was declared lost after {round} probes"
+        );
+        assert!(!outcome.answered.contains(&2));
+        assert!(outcome.answered.contains(&1));
+    }
+    let outcome = manager.reconcile_once().await.expect("round 8");
+    assert!(
+        !outcome.live.contains(&2),
+        "still live after the unseen limit"
+    );
+}

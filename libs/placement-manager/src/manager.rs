@@ -22,6 +22,11 @@ pub struct ManagerConfig {
     pub rpc_timeout: Duration,
     /// Consecutive failed probes after which a node counts as lost.
     pub dead_after_failures: u32,
+    /// The same for a node this manager has never heard from: a pod still starting (its
+    /// image pulled, its process scheduled late on a busy machine) is not a lost node, and
+    /// declaring it lost right after the map was bootstrapped onto it replaces copies that
+    /// were never made.
+    pub dead_after_failures_unseen: u32,
     /// How long a learner may take to catch up before its promotion is given up (retried
     /// next round).
     pub catch_up_timeout: Duration,
@@ -34,6 +39,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             rpc_timeout: Duration::from_millis(500),
             dead_after_failures: 3,
+            dead_after_failures_unseen: 60,
             catch_up_timeout: Duration::from_secs(30),
             planner: PlannerConfig {
                 split_bytes: 64 << 20,
@@ -277,11 +283,18 @@ impl PlacementManager {
                     reports.insert(id, report);
                 }
                 None => {
+                    let limit = if incarnations.contains_key(&id) {
+                        self.config.dead_after_failures
+                    } else {
+                        self.config
+                            .dead_after_failures_unseen
+                            .max(self.config.dead_after_failures)
+                    };
                     let count = failures.entry(id).or_insert(0);
                     *count += 1;
-                    if *count < self.config.dead_after_failures {
+                    if *count < limit {
                         live.insert(id); // not yet declared lost
-                    } else if *count == self.config.dead_after_failures {
+                    } else if *count == limit {
                         warn!(node = id, "storage node lost");
                     }
                 }

@@ -40,6 +40,8 @@ pub fn fast_manager(rpc_timeout: Duration, dead_after_failures: u32) -> ManagerC
     let mut config = ManagerConfig {
         rpc_timeout,
         dead_after_failures,
+        // The tests start their nodes before the map names them.
+        dead_after_failures_unseen: dead_after_failures,
         catch_up_timeout: Duration::from_secs(10),
         ..ManagerConfig::default()
     };
