@@ -6,13 +6,8 @@
 //! Runs only where run.sh brought the real node up (`SHMDB_E2E_REAL_PODS=1`); elsewhere it
 //! says so and passes without checking anything, like the other tests without a cluster.
 //!
-//! Two workarounds, both for operator gaps this test found (see e2e/README.md, "Real pods"):
-//! - the processing and commit-manager pods get environment variables the binaries read
-//!   (`SHMDB_PG_LISTEN`, `SHMDB_STORE_SEEDS`, `SHMDB_NODE_ID`, `SHMDB_COMMIT_LISTEN`,
-//!   `SHMDB_COMMIT_ADVERTISE`, `SHMDB_MANAGER_ID`) through `spec.<tier>.env`, which the
-//!   operator appends after its own (the last value of a name wins);
-//! - the operator runs on the host, so its placement manager reaches the storage pods by
-//!   their DNS names through `/etc/hosts` ([`common::pod_hosts`]).
+//! One workaround: the operator runs on the host, so its placement manager reaches the
+//! storage pods by their DNS names through `/etc/hosts` ([`common::pod_hosts`]).
 
 mod common;
 
@@ -48,16 +43,11 @@ fn pinned() -> Value {
     })
 }
 
-fn var(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
-}
-
 /// One processing node, two storage nodes at RF 2, one commit manager, all on the real
 /// node, running the image image.sh imported (never pulled).
-fn manifest(name: &str, namespace: &str) -> Value {
+fn manifest(name: &str) -> Value {
     let image = std::env::var("SHMDB_E2E_IMAGE").unwrap_or_else(|_| "shmdb.local/shmdb:e2e".into());
     let (repository, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "e2e"));
-    let commit_advertise = format!("$(POD_NAME).{name}-commit-headless.{namespace}.svc:7500");
     json!({
         "apiVersion": "shmdb.io/v1alpha1",
         "kind": "SharedMemDatabase",
@@ -66,26 +56,9 @@ fn manifest(name: &str, namespace: &str) -> Value {
             "replicationFactor": 2,
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
             "ranges": {"initial": 2},
-            "processing": {
-                "replicas": 1,
-                "pod": pinned(),
-                "env": [
-                    var("SHMDB_NODE_ID", "1"),
-                    var("SHMDB_PG_LISTEN", "0.0.0.0:5432"),
-                    var("SHMDB_STORE_SEEDS", "$(SHMDB_STORAGE_SEEDS)"),
-                ],
-            },
+            "processing": {"replicas": 1, "pod": pinned()},
             "storage": {"replicas": 2, "memoryPerNode": "64Mi", "pod": pinned()},
-            "commitManagers": {
-                "replicas": 1,
-                "pod": pinned(),
-                "env": [
-                    var("SHMDB_MANAGER_ID", "1"),
-                    var("SHMDB_COMMIT_LISTEN", "0.0.0.0:7500"),
-                    var("SHMDB_COMMIT_ADVERTISE", &commit_advertise),
-                    var("SHMDB_STORE_SEEDS", "$(SHMDB_STORAGE_SEEDS)"),
-                ],
-            },
+            "commitManagers": {"replicas": 1, "pod": pinned()},
         },
     })
 }
@@ -157,7 +130,7 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
     let ns = cluster.namespace("real-pods").await?;
     let name = "real";
     let hosts = PodHosts::start(&cluster, &ns.name, name);
-    let out = database::apply(&cluster, &ns.name, &manifest(name, &ns.name)).await?;
+    let out = database::apply(&cluster, &ns.name, &manifest(name)).await?;
     ensure!(out.ok, "kubectl apply failed: {}", out.stderr);
     database::wait_ready(&cluster, &ns.name, name, READY_TIMEOUT).await?;
 

@@ -242,3 +242,43 @@ fn every_tier_gets_the_variables_and_flags_its_binary_reads() {
         );
     }
 }
+
+/// A variable from the spec with the name of one the operator sets replaces it rather than
+/// repeating the name (server-side apply refuses a container whose `env` repeats one).
+#[test]
+fn a_spec_variable_replaces_the_operators_of_the_same_name() {
+    use k8s_openapi::api::core::v1::EnvVar;
+    let mut db = example_database("db", "ns");
+    db.spec.processing.env = vec![
+        EnvVar {
+            name: "SHMDB_PG_LISTEN".into(),
+            value: Some("0.0.0.0:6543".into()),
+            value_from: None,
+        },
+        EnvVar {
+            name: "RUST_LOG".into(),
+            value: Some("debug".into()),
+            value_from: None,
+        },
+    ];
+    let objects = desired(&db, &inputs(ClusterApis::default()));
+    let set = objects
+        .stateful_sets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("db-processing"))
+        .expect("processing StatefulSet");
+    let env = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].env.clone())
+        .unwrap_or_default();
+    let listens: Vec<_> = env.iter().filter(|v| v.name == "SHMDB_PG_LISTEN").collect();
+    assert_eq!(listens.len(), 1, "{env:?}");
+    assert_eq!(listens[0].value.as_deref(), Some("0.0.0.0:6543"));
+    assert!(env.iter().any(|v| v.name == "RUST_LOG"));
+    let mut names: Vec<_> = env.iter().map(|v| v.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), env.len(), "a name repeats: {env:?}");
+}

@@ -65,6 +65,21 @@ fn common_env(
     ]
 }
 
+/// Adds the user's variables from the spec: one with the name of an operator variable
+/// replaces it (a name may appear once: server-side apply refuses a container whose `env`
+/// repeats one).
+fn merge_env(
+    vars: &mut Vec<k8s_openapi::api::core::v1::EnvVar>,
+    user: &[k8s_openapi::api::core::v1::EnvVar],
+) {
+    for var in user {
+        match vars.iter_mut().find(|v| v.name == var.name) {
+            Some(existing) => *existing = var.clone(),
+            None => vars.push(var.clone()),
+        }
+    }
+}
+
 /// Runs the tier's binary with an id of the pod ordinal + 1 (`flag`), computed by the shell
 /// from the pod's hostname because Kubernetes offers no arithmetic on the ordinal; `exec`
 /// makes the binary the container's PID 1, so it gets the stop signal itself.
@@ -92,7 +107,7 @@ pub fn processing(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
         names.storage_seeds(db.spec.storage.replicas),
     ));
     vars.push(env("SHMDB_COMMIT_MANAGERS", names.commit_managers()));
-    vars.extend(spec.env.iter().cloned());
+    merge_env(&mut vars, &spec.env);
     let parts = PodParts {
         tier: Tier::Processing,
         command: Some(ordinal_id_command(
@@ -133,7 +148,7 @@ pub fn storage(db: &SharedMemDatabase, names: &Names, replicas: i32) -> Stateful
     if spec.persistence.is_some() {
         vars.push(env("SHMDB_DATA_DIR", DATA_DIR));
     }
-    vars.extend(spec.env.iter().cloned());
+    merge_env(&mut vars, &spec.env);
     // Record memory plus a quarter and 256Mi for indexes, buffers and the runtime, so the
     // node refuses writes (ResourceExhausted) long before the kernel kills it.
     let container_memory = quantity::from_bytes(memory + memory / 4 + (256 << 20));
@@ -223,7 +238,7 @@ pub fn commit_manager(db: &SharedMemDatabase, names: &Names) -> StatefulSet {
         "SHMDB_STORE_SEEDS",
         names.storage_seeds(db.spec.storage.replicas),
     ));
-    vars.extend(spec.env.iter().cloned());
+    merge_env(&mut vars, &spec.env);
     let parts = PodParts {
         tier: Tier::CommitManager,
         command: Some(ordinal_id_command(
