@@ -162,19 +162,7 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
     cluster
         .kubectl_ok(&["cordon", REAL_NODE_NAME], None)
         .await?;
-    cluster
-        .kubectl_ok(
-            &[
-                "delete",
-                "pod",
-                &format!("{name}-storage-1"),
-                "-n",
-                &ns.name,
-                "--wait=false",
-            ],
-            None,
-        )
-        .await?;
+    database::delete_pod(&cluster, &ns.name, &format!("{name}-storage-1")).await?;
     let api = database::api(&cluster, &ns.name);
     let lost = wait::until("UnderReplicated=True", Duration::from_secs(120), || async {
         let db = api.get(name).await?;

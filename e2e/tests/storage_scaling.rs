@@ -233,19 +233,7 @@ async fn lost_storage_node_raises_under_replicated_until_its_pod_is_replaced() -
     );
     if !common::data_plane::host_mode() {
         // Real pods: the container dies with its pod; deletion below does both.
-        cluster
-            .kubectl_ok(
-                &[
-                    "delete",
-                    "pod",
-                    &format!("{name}-storage-1"),
-                    "-n",
-                    &ns.name,
-                    "--wait=false",
-                ],
-                None,
-            )
-            .await?;
+        database::delete_pod(&cluster, &ns.name, &format!("{name}-storage-1")).await?;
     }
     // A simulated pod stays Ready when its process dies, so nothing wakes the reconciler
     // the way a failing readiness probe would; an annotation does.
@@ -287,19 +275,7 @@ async fn lost_storage_node_raises_under_replicated_until_its_pod_is_replaced() -
     );
 
     if common::data_plane::host_mode() {
-        cluster
-            .kubectl_ok(
-                &[
-                    "delete",
-                    "pod",
-                    &format!("{name}-storage-1"),
-                    "-n",
-                    &ns.name,
-                    "--wait=false",
-                ],
-                None,
-            )
-            .await?;
+        database::delete_pod(&cluster, &ns.name, &format!("{name}-storage-1")).await?;
     }
     let db = database::wait_ready(&cluster, &ns.name, name, READY_TIMEOUT).await?;
     ensure!(

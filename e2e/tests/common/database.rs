@@ -88,6 +88,18 @@ pub async fn apply(cluster: &Cluster, namespace: &str, manifest: &Value) -> Resu
         .await
 }
 
+/// Deletes a pod without waiting for it to go (its StatefulSet then replaces it), as a
+/// lost pod would be.
+pub async fn delete_pod(cluster: &Cluster, namespace: &str, pod: &str) -> Result<()> {
+    cluster
+        .kubectl_ok(
+            &["delete", "pod", pod, "-n", namespace, "--wait=false"],
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Typed access to databases in `namespace`.
 pub fn api(cluster: &Cluster, namespace: &str) -> Api<SharedMemDatabase> {
     Api::namespaced(cluster.client.clone(), namespace)
