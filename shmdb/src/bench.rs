@@ -428,28 +428,29 @@ enum Phase {
     Concurrent,
 }
 
-/// Single-get requests from many tasks at once for `batch_seconds`: ops per second.
-async fn concurrent(client: &StoreClient, settings: &StorageBench) -> anyhow::Result<f64> {
+/// Runs `tasks` copies of `step` (given the task number and its round) in a loop for
+/// `seconds`; each step returns the operations it did. Operations per second.
+async fn timed_tasks<F, Fut>(tasks: usize, seconds: u64, step: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for worker in 0..settings.concurrent_tasks {
-        let client = client.clone();
-        let done = done.clone();
-        let stop = stop.clone();
+    for task in 0..tasks {
+        let (done, stop, step) = (done.clone(), stop.clone(), step.clone());
         workers.push(tokio::spawn(async move {
-            let mut i = 0u64;
+            let mut round = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let key = Bytes::from(format!("b{:02}-{:06}", worker % 8, i % 1000));
-                client.get(TABLE, key).await?;
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
+                done.fetch_add(step(task, round).await?, Ordering::Relaxed);
+                round += 1;
             }
             anyhow::Ok(())
         }));
     }
-    tokio::time::sleep(Duration::from_secs(settings.batch_seconds)).await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await??;
@@ -457,25 +458,39 @@ async fn concurrent(client: &StoreClient, settings: &StorageBench) -> anyhow::Re
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Single-get requests from many tasks at once for `batch_seconds`: ops per second.
+async fn concurrent(client: &StoreClient, settings: &StorageBench) -> anyhow::Result<f64> {
+    let client = client.clone();
+    timed_tasks(
+        settings.concurrent_tasks,
+        settings.batch_seconds,
+        move |worker, i| {
+            let client = client.clone();
+            async move {
+                let key = Bytes::from(format!("b{:02}-{:06}", worker % 8, i % 1000));
+                client.get(TABLE, key).await?;
+                anyhow::Ok(1)
+            }
+        },
+    )
+    .await
+}
+
 async fn batched(
     client: &StoreClient,
     settings: &StorageBench,
     write: bool,
 ) -> anyhow::Result<f64> {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let client = client.clone();
     let value = Bytes::from(vec![1u8; settings.payload]);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..settings.batch_concurrency {
-        let client = client.clone();
-        let done = done.clone();
-        let stop = stop.clone();
-        let value = value.clone();
-        let size = settings.batch_size;
-        workers.push(tokio::spawn(async move {
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+    let size = settings.batch_size;
+    timed_tasks(
+        settings.batch_concurrency,
+        settings.batch_seconds,
+        move |worker, round| {
+            let client = client.clone();
+            let value = value.clone();
+            async move {
                 let ops = (0..size)
                     .map(|i| {
                         let key = Bytes::from(format!(
@@ -490,16 +505,9 @@ async fn batched(
                     })
                     .collect();
                 let results = client.batch(ops).await?;
-                done.fetch_add(results.len() as u64, Ordering::Relaxed);
-                round += 1;
+                anyhow::Ok(results.len() as u64)
             }
-            anyhow::Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(settings.batch_seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await??;
-    }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+        },
+    )
+    .await
 }
