@@ -4,7 +4,8 @@
 The Dockerfile is parsed with the `dockerfile` package (Docker's own Go parser, from PyPI),
 then: it has a builder stage and a runtime stage; the runtime stage runs as a numeric
 non-root user; the binaries it copies from the builder are exactly the workspace's binary
-targets (from `cargo metadata`), and so are the binaries the builder collects; and every
+targets (from `cargo metadata`; the end-to-end harness's own helpers, such as its test
+DNS responder, are not shipped), and so are the binaries the builder collects; and every
 command the chart and the operator start (`operator`, `device-plugin`, the tiers' binaries)
 is among them.
 
@@ -18,6 +19,9 @@ import subprocess
 import sys
 
 import dockerfile
+
+# Packages whose binaries only the test harness runs on the host; the image leaves them out.
+TEST_HARNESS_PACKAGES = {"shmdb-e2e"}
 
 
 def fail(message):
@@ -81,6 +85,7 @@ def main():
     workspace_bins = {
         target["name"]
         for package in metadata["packages"]
+        if package["name"] not in TEST_HARNESS_PACKAGES
         for target in package["targets"]
         if "bin" in target["kind"]
     }
