@@ -141,14 +141,10 @@ async fn storage_node_killed(load: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Quarantined: since the storage data path's client and server changed (74daabc) about one
-/// run in four ends with a transfer whose outcome was unknown and whose log entry stays
-/// Running for good (never recovered, never settled; 0 in 6 runs at a7687f2, 1 in 6 at
-/// 8d8378c with unary calls, about 2 in 6 at 2b4410f). That is an open bug of issue #4, and
-/// this test is its reproduction:
-/// `cargo test -p shmdb-processing-node --test storage_node_killed_mid_bank -- --ignored`.
+/// Also the regression test of transfers whose log entry stayed running for good when the
+/// answer to the log write itself was lost (the deterministic version is
+/// `tests/lost_commit_answers.rs`).
 #[test]
-#[ignore = "open bug (issue #4): an unknown-outcome transfer's log entry can stay Running; run with --ignored"]
 fn storage_node_killed_mid_bank_at_rf2() -> anyhow::Result<()> {
     let node = example_binary("storage_node")?;
     // SAFETY: this is the only test of this binary and no thread of it has started yet (the

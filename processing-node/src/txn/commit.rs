@@ -42,6 +42,11 @@ impl Transaction {
         write_spill(&self.engine.store, node, self.tid, &spill).await?;
         // Conditional: an entry already there is recovery's abort flag (the manager took
         // this node for dead before it logged anything).
+        //
+        // From here on every failure goes through `abort_after`, which settles the entry as
+        // aborted: an entry left running would never be settled while this node lives (only
+        // a dead node's entries are recovered), so a caller that could not learn the outcome
+        // could never find it out, and an ambiguous write may have put the entry there.
         let log_stamp = match self
             .engine
             .store
@@ -51,17 +56,20 @@ impl Transaction {
                 Bytes::from(entry.encode()),
                 Expect::Absent,
             )
-            .await?
+            .await
         {
-            CondOutcome::Written { stamp } => stamp,
-            _ => {
+            Ok(CondOutcome::Written { stamp }) => stamp,
+            Ok(_) => {
                 return self
                     .abort_after(Vec::new(), false, TxnError::Recovered)
                     .await;
             }
+            Err(e) => return self.abort_after(Vec::new(), false, e.into()).await,
         };
         // 2. Every changed record, conditionally on the stamp read, in one batch.
-        self.fetch_all(&write_set).await?;
+        if let Err(e) = self.fetch_all(&write_set).await {
+            return self.abort_after(Vec::new(), false, e).await;
+        }
         let lav = self.engine.lav.load(Ordering::Relaxed).max(self.lav);
         let mut ops = Vec::with_capacity(write_set.len());
         let mut new_records = Vec::with_capacity(write_set.len());
@@ -77,7 +85,10 @@ impl Transaction {
                     .abort_after(Vec::new(), false, TxnError::SerializationFailure)
                     .await;
             }
-            let record = self.with_own_version(read.record.clone(), pending, lav)?;
+            let record = match self.with_own_version(read.record.clone(), pending, lav) {
+                Ok(record) => record,
+                Err(e) => return self.abort_after(Vec::new(), false, e).await,
+            };
             let expect = read.stamp.map_or(Expect::Absent, Expect::Stamp);
             ops.push(Op::put_if(
                 key.0,
@@ -87,7 +98,12 @@ impl Transaction {
             ));
             new_records.push(record);
         }
-        let results = self.engine.store.batch(ops).await?;
+        let results = match self.engine.store.batch(ops).await {
+            Ok(results) => results,
+            // Only a missing map fails a whole batch, before anything is sent; undo looks
+            // anyway, as for an ambiguous write.
+            Err(e) => return self.abort_after(write_set, false, e.into()).await,
+        };
         let mut applied: Vec<StoreKey> = Vec::new();
         let mut failure: Option<TxnError> = None;
         let mut stamps = Vec::with_capacity(results.len());
@@ -173,7 +189,11 @@ impl Transaction {
         let mut retry: Vec<Op> = Vec::new();
         let mut failed: Option<StoreError> = None;
         let mut recovered = false;
-        for (op, outcome) in ops.iter().zip(self.engine.store.batch(ops.clone()).await?) {
+        let outcomes = match self.engine.store.batch(ops.clone()).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => return self.abort_after(write_set, true, e.into()).await,
+        };
+        for (op, outcome) in ops.iter().zip(outcomes) {
             match outcome {
                 OpOutcome::Cond(CondOutcome::Written { .. }) => {}
                 OpOutcome::Cond(_) => recovered = true,
