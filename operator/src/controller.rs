@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -38,6 +39,7 @@ use crate::error::{Error, Result, is_not_found};
 use crate::metrics::Metrics;
 use crate::placement::{PlacementSupervisor, StorageTarget};
 use crate::resources::{self, ClusterApis, Inputs, Names};
+use crate::selector::DatabaseSelector;
 use crate::status;
 use crate::validate;
 
@@ -59,6 +61,8 @@ pub struct Context {
     pub reporter: Reporter,
     /// Placement tasks; `None` runs the reconciler alone (tests, or placement disabled).
     pub placement: Option<Arc<PlacementSupervisor>>,
+    /// The databases this operator manages (every one by default).
+    pub selector: DatabaseSelector,
     apis: Mutex<Option<(Instant, ClusterApis)>>,
 }
 
@@ -81,8 +85,16 @@ impl Context {
             metrics,
             reporter,
             placement,
+            selector: DatabaseSelector::default(),
             apis: Mutex::new(None),
         }
+    }
+
+    /// Limits the operator to the databases `selector` matches, so several operator
+    /// installations can share a cluster without two managing one database.
+    pub fn with_selector(mut self, selector: DatabaseSelector) -> Self {
+        self.selector = selector;
+        self
     }
 
     /// Which optional APIs the cluster serves, by discovery (cached for a few minutes).
@@ -127,6 +139,12 @@ impl Context {
 
 /// Reconciles one database (the controller's entry point).
 pub async fn reconcile(db: Arc<SharedMemDatabase>, ctx: Arc<Context>) -> Result<Action> {
+    // The watch only delivers matching databases, but one relabelled since belongs to
+    // another operator now: touching it (even its finalizer) would make two managers.
+    if !ctx.selector.matches(db.labels()) {
+        debug!(database = %db.name(), selector = %ctx.selector, "not this operator's database");
+        return Ok(Action::await_change());
+    }
     let span = info_span!(
         "reconcile",
         database = %db.name(),
@@ -414,8 +432,16 @@ pub async fn run(ctx: Arc<Context>) {
     {
         warn!(error = %e, "cannot list SharedMemDatabases; is the CRD installed? (crds/shmdbs.yaml)");
     }
+    if !ctx.selector.selects_all() {
+        info!(selector = %ctx.selector, "managing only the databases this label selector matches");
+    }
     let config = watcher::Config::default();
-    Controller::new(databases, config.clone())
+    let controller = Controller::new(databases, ctx.selector.watcher_config());
+    let pruning = ctx
+        .placement
+        .clone()
+        .map(|placement| tokio::spawn(prune_placement(placement, controller.store())));
+    controller
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
         .owns(
@@ -431,4 +457,32 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+    if let Some(pruning) = pruning {
+        pruning.abort();
+    }
+}
+
+/// How often placement tasks are checked against the databases this operator still manages.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Stops the placement of databases that left this operator's watch without being deleted
+/// (relabelled out of its selector): no reconcile runs for them any more, so nothing else
+/// would, and their Lease would stay held against the operator that now owns them.
+async fn prune_placement(placement: Arc<PlacementSupervisor>, store: Store<SharedMemDatabase>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let stopped = placement
+            .retain(|namespace, name| store.get(&ObjectRef::new(name).within(namespace)).is_some())
+            .await;
+        if stopped > 0 {
+            info!(
+                stopped,
+                "stopped the placement of databases this operator no longer manages"
+            );
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod placement;
 pub mod quantity;
 pub mod resources;
+pub mod selector;
 pub mod status;
 pub mod telemetry;
 pub mod validate;

@@ -10,6 +10,7 @@ use kube::runtime::events::Reporter;
 use shmdb_operator::controller::{self, Context};
 use shmdb_operator::metrics::Metrics;
 use shmdb_operator::placement::PlacementSupervisor;
+use shmdb_operator::selector::DatabaseSelector;
 use shmdb_operator::telemetry;
 use shmdb_placement_manager::ManagerConfig;
 
@@ -40,6 +41,13 @@ struct Cli {
     /// applies objects).
     #[arg(long, env = "SHMDB_NO_PLACEMENT")]
     no_placement: bool,
+    /// Manage only the SharedMemDatabases whose labels match this label selector (kubectl
+    /// syntax: `shmdb.io/operator=canary`, `team in (a,b)`, `!key`, ...); empty manages all.
+    /// Give each operator installation of a cluster a disjoint selector. Placement Leases
+    /// are per database, so even a database relabelled from one installation to another
+    /// has one placement leader at a time.
+    #[arg(long, env = "SHMDB_OPERATOR_SELECTOR", default_value = "")]
+    selector: DatabaseSelector,
 }
 
 #[tokio::main]
@@ -72,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
         controller: "shmdb-operator".to_string(),
         instance: Some(cli.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client, metrics, reporter, placement));
+    let ctx =
+        Arc::new(Context::new(client, metrics, reporter, placement).with_selector(cli.selector));
     health.set_ready();
     controller::run(ctx).await;
     tracing::info!("operator stopped");

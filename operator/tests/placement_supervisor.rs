@@ -145,3 +145,69 @@ async fn leader_bootstraps_drains_and_hands_over() {
     b.forget(&db).await;
     drop(nodes);
 }
+
+/// A database relabelled out of operator a's selector: `retain` stops a's task for it, the
+/// Lease is released at once (b leads long before the 30 s Lease could expire), and a's
+/// other database keeps its placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_leaving_the_operator_hands_its_lease_over() {
+    let api = FakeApi::default();
+    // No storage node answers: rounds fail, but leadership is what this test is about.
+    let address: AddressFn = Arc::new(|_, _| "127.0.0.1:1".to_string());
+    let operator = |holder: &str| {
+        PlacementSupervisor::new(
+            api.client(),
+            holder,
+            config(),
+            Duration::from_millis(50),
+            None,
+        )
+        .with_addresses(address.clone())
+        .with_lease_seconds(30)
+    };
+    let (a, b) = (operator("operator-a"), operator("operator-b"));
+    let moved = example_database("moved", "ns");
+    let stays = example_database("stays", "ns");
+    let target = StorageTarget {
+        stateful_set_replicas: 1,
+        draining: Vec::new(),
+    };
+    a.set_target(&moved, target.clone());
+    a.set_target(&stays, target.clone());
+    wait("a leads moved", &a, &moved, |s| s.leader).await;
+    wait("a leads stays", &a, &stays, |s| s.leader).await;
+    b.set_target(&moved, target.clone());
+
+    let stopped = a
+        .retain(|namespace, name| namespace == "ns" && name != "moved")
+        .await;
+    assert_eq!(stopped, 1);
+    assert_eq!(
+        a.snapshot(&moved),
+        PlacementSnapshot::default(),
+        "a's task for moved is gone"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait("b leads moved", &b, &moved, |s| {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b waited for the Lease to expire"
+        );
+        s.leader
+    })
+    .await;
+    let lease = api
+        .objects
+        .lock()
+        .get("/apis/coordination.k8s.io/v1/namespaces/ns/leases/moved-placement")
+        .cloned()
+        .expect("moved's Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-b");
+    assert!(
+        a.snapshot(&stays).leader,
+        "a still leads the database it kept"
+    );
+    assert_eq!(a.retain(|_, _| true).await, 0);
+    a.forget(&stays).await;
+    b.forget(&moved).await;
+}

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use common::mock_api::{self, Handle, expect};
 use http::{Method, StatusCode};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use shmdb_operator::controller::{Context, FINALIZER, reconcile};
 use shmdb_operator::crd::SharedMemDatabase;
 use shmdb_operator::fixtures::example_database;
 use shmdb_operator::metrics::Metrics;
+use shmdb_operator::selector::DatabaseSelector;
 
 const NS: &str = "shop";
 const DB: &str = "orders";
@@ -192,6 +194,57 @@ async fn first_reconcile_adds_the_finalizer_and_nothing_else() {
     });
     run(example_database(DB, NS), client).await;
     server.await.expect("scenario");
+}
+
+/// An operator limited to `shmdb.io/operator=in-cluster` is handed a database without
+/// that label (e.g. relabelled after the watch event): no request at all, not even for the
+/// finalizer, also when the database is being deleted; the same database labelled for it
+/// is reconciled (its first request is the finalizer patch).
+#[tokio::test]
+async fn a_database_outside_the_selector_is_not_reconciled() {
+    let selector: DatabaseSelector = "shmdb.io/operator=in-cluster".parse().expect("selector");
+    let scoped = |client| {
+        let ctx = Arc::into_inner(context(client)).expect("one reference");
+        Arc::new(ctx.with_selector(selector.clone()))
+    };
+    let mut others = finalized();
+    others
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("shmdb.io/operator".into(), "host".into());
+    let mut deleting = finalized();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    for db in [example_database(DB, NS), finalized(), others, deleting] {
+        // The mock answers nothing: a request would hang the reconcile past the timeout.
+        let (client, _handle) = mock_api::client();
+        let action = tokio::time::timeout(
+            Duration::from_secs(5),
+            reconcile(Arc::new(db.clone()), scoped(client)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("reconcile of {:?} sent a request", db.metadata.labels))
+        .expect("reconcile succeeded");
+        assert_eq!(action, Action::await_change());
+    }
+
+    let mut mine = example_database(DB, NS);
+    mine.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("shmdb.io/operator".into(), "in-cluster".into());
+    let (client, mut handle) = mock_api::client();
+    let reconciling = tokio::spawn(reconcile(Arc::new(mine), scoped(client)));
+    let path = format!("/apis/shmdb.io/v1alpha1/namespaces/{NS}/sharedmemdatabases/{DB}");
+    let request = expect(&mut handle, Method::PATCH, &path).await;
+    assert!(
+        request.body.to_string().contains(FINALIZER),
+        "{}",
+        request.body
+    );
+    reconciling.abort();
 }
 
 #[tokio::test]

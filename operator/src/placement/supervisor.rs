@@ -200,6 +200,30 @@ impl PlacementSupervisor {
         );
     }
 
+    /// Stops the tasks of the databases `keep(namespace, name)` refuses (each releases its
+    /// Lease, so another operator can lead at once) and says how many stopped. For databases
+    /// that leave this operator without a deletion, e.g. relabelled out of its selector.
+    pub async fn retain(&self, keep: impl Fn(&str, &str) -> bool) -> usize {
+        let gone: Vec<Task> = {
+            let mut tasks = self.tasks.lock();
+            let keys: Vec<String> = tasks
+                .keys()
+                .filter(|key| {
+                    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                    !keep(namespace, name)
+                })
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|key| tasks.remove(key)).collect()
+        };
+        let stopped = gone.len();
+        for task in gone {
+            let _ = task.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), task.handle).await;
+        }
+        stopped
+    }
+
     /// Stops the database's task (it releases its Lease) — on deletion.
     pub async fn forget(&self, db: &SharedMemDatabase) {
         let task = self.tasks.lock().remove(&Self::key(db));
