@@ -188,8 +188,13 @@ fn adopt(
     range.bump_config();
 }
 
-/// Before giving up primaryship, stop taking writes and let every follower catch up, so
-/// the new primary has every acknowledged and every applied write.
+/// Before giving up primaryship, stop taking writes and let every backup catch up, so the
+/// new primary has every acknowledged and every applied write.
+///
+/// Each backup's own acknowledged position is what counts, not the commit watermark: a
+/// backup that was a learner when an entry committed may not have that entry yet (the
+/// placement manager saw it caught up, then the primary committed more before the map that
+/// promoted it arrived), and handing over to it would lose acknowledged writes.
 async fn hand_over(node: &Arc<Node>, map: &PartitionMap) {
     let me = node.id();
     let leaving: Vec<Arc<Range>> = node
@@ -211,13 +216,12 @@ async fn hand_over(node: &Arc<Node>, map: &PartitionMap) {
             state.status = Status::Quiescing;
             state.applied_lsn
         };
-        let mut rx = range.commit_tx.subscribe();
         let caught_up = tokio::time::timeout(
             node.config.replication_timeout,
-            rx.wait_for(|s| s.committed >= target),
+            backups_reach(&range, target),
         )
         .await
-        .is_ok_and(|r| r.is_ok());
+        .is_ok();
         if !caught_up {
             let mut state = range.state.lock();
             fence(
@@ -230,6 +234,28 @@ async fn hand_over(node: &Arc<Node>, map: &PartitionMap) {
     }
 }
 
+/// Returns once every backup of the range has acknowledged `lsn`.
+async fn backups_reach(range: &Range, lsn: u64) {
+    loop {
+        // Registered before the check, so an acknowledgement in between is not missed.
+        let acked = range.acked.notified();
+        tokio::pin!(acked);
+        acked.as_mut().enable();
+        {
+            let state = range.state.lock();
+            let behind = state
+                .replicas
+                .iter()
+                .filter(|n| **n != state.primary)
+                .any(|n| state.followers.get(n).is_none_or(|acked| *acked < lsn));
+            if !behind {
+                return;
+            }
+        }
+        acked.await;
+    }
+}
+
 /// Drops a replica this node no longer holds and returns its memory.
 fn retire(node: &Node, range: &Range) {
     let mut state = range.state.lock();
@@ -239,7 +265,7 @@ fn retire(node: &Node, range: &Range) {
     state.log.clear();
     state.status = Status::Retired;
     state.tasks.clear();
-    range.bump_fence();
+    range.bump_fence(&state);
     range.bump_config();
     info!(range = range.id, "dropped range replica");
 }

@@ -237,15 +237,31 @@ impl Node {
         )
         .await;
         match waited {
-            Ok(Ok(signal)) if signal.fence_gen == fence_gen => Ok(()),
+            Ok(Ok(signal)) if signal.commits(lsn, fence_gen) => Ok(()),
             Ok(_) => Err(OpFailure::Unavailable {
                 reason: "the range was fenced before the write was replicated".into(),
                 map_version: self.map_version(),
             }),
-            Err(_) => Err(OpFailure::Unavailable {
-                reason: "replicas did not acknowledge in time".into(),
-                map_version: self.map_version(),
-            }),
+            Err(_) => {
+                let signal = *wait.range.commit_tx.borrow();
+                let state = wait.range.state.lock();
+                tracing::warn!(
+                    range = wait.range.id,
+                    lsn,
+                    committed = signal.committed,
+                    fence_gen,
+                    now_fence_gen = signal.fence_gen,
+                    status = ?state.status,
+                    role = ?state.role,
+                    applied = state.applied_lsn,
+                    followers = ?state.followers,
+                    "replicas did not acknowledge a write in time"
+                );
+                Err(OpFailure::Unavailable {
+                    reason: "replicas did not acknowledge in time".into(),
+                    map_version: self.map_version(),
+                })
+            }
         }
     }
 

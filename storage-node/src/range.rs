@@ -81,6 +81,19 @@ pub struct CommitSignal {
     /// Raised whenever uncommitted entries are given up (fencing); a waiter that started in
     /// an older generation must report failure even if `committed` later passes its lsn.
     pub fence_gen: u64,
+    /// The commit watermark of the history the latest fence ended. A waiter from the
+    /// generation just before it whose entry is at or below this was committed — it only
+    /// woke after the fence (a replica retired right after its last writes committed) —
+    /// and must not be reported as possibly lost.
+    pub committed_at_fence: u64,
+}
+
+impl CommitSignal {
+    /// Whether an entry at `lsn`, written in fence generation `fence_gen`, is committed.
+    pub fn commits(&self, lsn: u64, fence_gen: u64) -> bool {
+        (self.fence_gen == fence_gen && self.committed >= lsn)
+            || (self.fence_gen == fence_gen + 1 && self.committed_at_fence >= lsn)
+    }
 }
 
 /// The log watermark that replication tasks wait on.
@@ -108,6 +121,10 @@ pub struct Range {
     pub commit_tx: watch::Sender<CommitSignal>,
     /// Log watermark.
     pub log_tx: watch::Sender<LogSignal>,
+    /// Woken on every follower acknowledgement. A hand-over needs each backup's own
+    /// position: the commit watermark may already cover entries that a backup promoted from
+    /// learner never received (they were committed without it while it was a learner).
+    pub acked: tokio::sync::Notify,
 }
 
 /// Mutable state of a range replica.
@@ -195,6 +212,7 @@ impl Range {
         let commit = CommitSignal {
             committed: state.committed_lsn,
             fence_gen: 0,
+            committed_at_fence: 0,
         };
         let log = LogSignal {
             applied: state.applied_lsn,
@@ -207,11 +225,19 @@ impl Range {
             state: Mutex::new(state),
             commit_tx: watch::channel(commit).0,
             log_tx: watch::channel(log).0,
+            acked: tokio::sync::Notify::new(),
         }
     }
 
     /// Publishes the state's watermarks after a change made under the lock.
     pub fn publish(&self, state: &RangeState) {
+        // A retired replica's watermarks are final. After a split its state is an empty
+        // placeholder: publishing that would take the commit watermark back to 0, and a
+        // write committed just before the split whose batch publishes late would then wait
+        // for a commit that already happened.
+        if state.status == Status::Retired {
+            return;
+        }
         self.log_tx.send_if_modified(|s| {
             let changed = s.applied != state.applied_lsn;
             s.applied = state.applied_lsn;
@@ -229,9 +255,13 @@ impl Range {
         self.log_tx.send_modify(|s| s.config_gen += 1);
     }
 
-    /// Fails every waiter on an uncommitted entry (the entries will not be acknowledged).
-    pub fn bump_fence(&self) {
-        self.commit_tx.send_modify(|s| s.fence_gen += 1);
+    /// Fails every waiter on an uncommitted entry (the entries will not be acknowledged);
+    /// `state` is the replica's state as the fence finds it (its commit watermark is kept).
+    pub fn bump_fence(&self, state: &RangeState) {
+        self.commit_tx.send_modify(|s| {
+            s.fence_gen += 1;
+            s.committed_at_fence = state.committed_lsn;
+        });
     }
 }
 
@@ -615,6 +645,62 @@ mod tests {
         let mut s = RangeState::empty(1, Vec::new(), None, 3, Role::Primary, Status::Serving);
         s.replicas = vec![1];
         s
+    }
+
+    #[test]
+    fn a_write_committed_before_a_fence_stays_committed_after_it() {
+        let budget = MemoryBudget::new(0);
+        let mut s = primary();
+        s.replicas = vec![1, 2];
+        let range = Range::new(RangeState::empty(
+            1,
+            Vec::new(),
+            None,
+            3,
+            Role::Primary,
+            Status::Serving,
+        ));
+        let generation = range.commit_tx.borrow().fence_gen;
+        for _ in 0..3 {
+            assert!(
+                s.write(b"k", Some(Bytes::from_static(b"v")), &budget)
+                    .is_ok()
+            );
+        }
+        s.followers.insert(2, 2);
+        s.recompute_committed();
+        assert_eq!(s.committed_lsn, 2);
+        range.publish(&s);
+        // The replica is retired before the waiters of lsn 2 and 3 run.
+        range.bump_fence(&s);
+        let signal = *range.commit_tx.borrow();
+        assert!(signal.commits(2, generation), "committed before the fence");
+        assert!(!signal.commits(3, generation), "never acknowledged");
+        // A second fence: nothing from two generations back can be vouched for.
+        range.bump_fence(&s);
+        let signal = *range.commit_tx.borrow();
+        assert!(!signal.commits(2, generation));
+        assert!(signal.commits(2, generation + 1));
+    }
+
+    #[test]
+    fn a_retired_replica_keeps_its_published_watermarks() {
+        let budget = MemoryBudget::new(0);
+        let range = Range::new(primary());
+        {
+            let mut state = range.state.lock();
+            assert!(
+                state
+                    .write(b"k", Some(Bytes::from_static(b"v")), &budget)
+                    .is_ok()
+            );
+            range.publish(&state);
+            // Split away: the parent's state becomes an empty, retired placeholder.
+            *state = RangeState::empty(1, Vec::new(), None, 3, Role::Primary, Status::Retired);
+            range.publish(&state);
+        }
+        assert_eq!(range.commit_tx.borrow().committed, 1);
+        assert_eq!(range.log_tx.borrow().applied, 1);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(crate) fn fence(node: &Node, range: &Range, state: &mut RangeState, reason: 
     state.fenced_reason = Some(reason);
     state.tasks.clear();
     node.metrics.fenced.inc();
-    range.bump_fence();
+    range.bump_fence(state);
     range.bump_config();
 }
 
@@ -224,6 +224,7 @@ fn acknowledge(node: &Node, range: &Range, follower: NodeId, lsn: u64) {
     let acked = state.followers.entry(follower).or_insert(0);
     *acked = (*acked).max(lsn);
     state.recompute_committed();
+    range.acked.notify_waiters();
     let lag = state.applied_lsn.saturating_sub(lsn);
     node.metrics
         .replication_lag
@@ -368,7 +369,7 @@ pub(crate) fn on_replicate(node: &Arc<Node>, req: pb::ReplicateRequest) -> pb::R
             } else {
                 state.status = Status::Serving;
             }
-            range.bump_fence();
+            range.bump_fence(&state);
             range.bump_config();
         }
         state.epoch = state.epoch.max(req.epoch);
@@ -557,7 +558,7 @@ pub(crate) async fn on_snapshot(
     }
     if state.role == Role::Primary && header.primary != node.id() {
         state.role = Role::Backup;
-        range.bump_fence();
+        range.bump_fence(&state);
     }
     state.install_snapshot(data, bytes, header.lsn, header.epoch, &node.budget);
     state.primary = header.primary;

@@ -217,9 +217,10 @@ async fn increment(
     match decode(current.as_ref().map(|v| v.value.as_ref())) {
         Ok(seen) if seen == known => {}
         Ok(seen) => {
-            report
-                .violations
-                .push(format!("{key}: read {seen}, but {known} is stored"));
+            report.violations.push(format!(
+                "{key}: read {seen}, but {known} is stored (stamp {:?})",
+                current.as_ref().map(|v| v.stamp)
+            ));
             return;
         }
         Err(e) => {
