@@ -261,42 +261,67 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outgoing
 
 /// Fragments every message of the batch into free send slots and posts them with as few
 /// doorbells as the free slots allow (one, unless the batch needs more slots than are free).
+///
+/// Out of slots, it rings for what is ready and then waits until a quarter of the slots
+/// (or as many as the rest of the batch needs) are free again, not just one: completions
+/// come back one by one, and taking each freed slot as it comes would ring once per
+/// fragment for as long as the queue stays full.
 async fn send_batch(shared: &Shared, batch: &[Outgoing]) -> Result<(), String> {
-    let mut wrs: Vec<SendWr> = Vec::new();
+    let mut fragments = Vec::new();
     for message in batch {
-        let frags = frame::fragments(
-            message.kind,
-            message.request_id,
-            &message.payload,
-            shared.slot_bytes,
-        )
-        .map_err(|e| e.to_string())?;
-        for (header, chunk) in frags {
-            let slot = loop {
-                if let Some(reason) = shared.dead.lock().clone() {
-                    return Err(reason);
-                }
-                let freed = shared.slot_freed.notified();
-                if let Some(slot) = shared.free_send.lock().pop() {
-                    break slot;
-                }
-                // Out of slots: ring for what is ready so its completions free slots.
+        fragments.extend(
+            frame::fragments(
+                message.kind,
+                message.request_id,
+                &message.payload,
+                shared.slot_bytes,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    let low_watermark = (shared.qp.config().send_slots as usize / 4).max(1);
+    let mut wrs: Vec<SendWr> = Vec::new();
+    for (i, (header, chunk)) in fragments.iter().enumerate() {
+        let free = shared.free_send.lock().pop();
+        let slot = match free {
+            Some(slot) => slot,
+            None => {
                 post(shared, &mut wrs)?;
-                freed.await;
-            };
-            let len = shared
-                .qp
-                .write_send_slot(slot, &[&header.encode(), chunk])
-                .map_err(|e| e.to_string())?;
-            shared
-                .metrics
-                .bytes
-                .with_label_values(&["sent"])
-                .inc_by(chunk.len() as u64);
-            wrs.push(SendWr { slot, len });
-        }
+                let wanted = low_watermark.min(fragments.len() - i);
+                wait_for_free_slots(shared, wanted).await?
+            }
+        };
+        let len = shared
+            .qp
+            .write_send_slot(slot, &[&header.encode(), chunk])
+            .map_err(|e| e.to_string())?;
+        shared
+            .metrics
+            .bytes
+            .with_label_values(&["sent"])
+            .inc_by(chunk.len() as u64);
+        wrs.push(SendWr { slot, len });
     }
     post(shared, &mut wrs)
+}
+
+/// Waits until `wanted` send slots are free (or the connection dies), then takes one.
+async fn wait_for_free_slots(shared: &Shared, wanted: usize) -> Result<u32, String> {
+    loop {
+        if let Some(reason) = shared.dead.lock().clone() {
+            return Err(reason);
+        }
+        let freed = shared.slot_freed.notified();
+        {
+            let mut free = shared.free_send.lock();
+            if free.len() >= wanted
+                && let Some(slot) = free.pop()
+            {
+                return Ok(slot);
+            }
+        }
+        freed.await;
+    }
 }
 
 fn post(shared: &Shared, wrs: &mut Vec<SendWr>) -> Result<(), String> {
@@ -484,20 +509,31 @@ mod tests {
         assert_eq!(recv(&p.a_rx).payload, vec![9; 3000]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // One runtime thread: the sender task cannot run until the test yields, so all 200
+    // messages are queued before it drains them (on a second worker it could post each as
+    // it came, and whether batching happened would depend on scheduling).
+    #[tokio::test(flavor = "current_thread")]
     async fn queued_messages_share_doorbells() {
         let fabric = FakeFabric::new("fake0");
         let p = pair(&fabric, QpConfig::default(), 1 << 20);
         let before = fabric.stats();
-        // Queue 200 small messages before the sender task gets to run: it drains the queue
-        // and posts many under one doorbell.
         for id in 0..200u64 {
             p.a.sender()
                 .send(Kind::BatchRequest, id, vec![1; 16])
                 .expect("send");
         }
-        for _ in 0..200 {
-            recv(&p.b_rx);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut received = 0;
+        while received < 200 {
+            assert!(
+                Instant::now() < deadline,
+                "{received} of 200 messages arrived"
+            );
+            match p.b_rx.try_recv() {
+                Ok(_) => received += 1,
+                // Lets the sender task run; the completion thread delivers meanwhile.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
         }
         let after = fabric.stats();
         let wrs = after.send_wrs - before.send_wrs;
