@@ -190,6 +190,11 @@ async fn a_prepared_statement_is_planned_again_after_ddl() -> anyhow::Result<()>
         vec!["9|new|7"],
         "the insert went to the new table, with its default"
     );
+    // `SELECT *` now has a third column: the old description no longer fits.
+    let changed = s.execute(&select, &[], 0).await;
+    assert_eq!(changed.err().map(|e| e.code), Some("0A000"));
+    s.sync().await?;
+    let select = s.prepare("SELECT * FROM kv ORDER BY k", &[]).await?;
     assert_eq!(
         text_rows(&s.execute(&select, &[], 0).await?),
         vec!["9|new|7"]
@@ -200,5 +205,49 @@ async fn a_prepared_statement_is_planned_again_after_ddl() -> anyhow::Result<()>
         .execute(&insert, &[Datum::Int(9), Datum::Text("x".into())], 0)
         .await;
     assert_eq!(dup.err().map(|e| e.code), Some("23505"));
+    Ok(())
+}
+
+/// DDL that changes what a prepared statement returns fails its next execution with
+/// PostgreSQL's error (the client decodes rows by the description it was given); prepared
+/// again, it returns the new columns. DDL that leaves the result alone changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_that_changes_the_result_fails_the_prepared_statement() -> anyhow::Result<()> {
+    let (_cluster, engines) = start(1).await?;
+    let mut s = engines[0].session();
+    exec(&mut s, "CREATE TABLE t (id int PRIMARY KEY, a text)").await?;
+    exec(&mut s, "INSERT INTO t VALUES (1, 'x')").await?;
+    let star = s.prepare("SELECT * FROM t", &[]).await?;
+    let named = s.prepare("SELECT id, a FROM t", &[]).await?;
+    assert_eq!(star.columns.len(), 2);
+    s.execute(&star, &[], 0).await?;
+    s.sync().await?;
+
+    exec(&mut s, "ALTER TABLE t ADD COLUMN b int").await?;
+    let err = s
+        .execute(&star, &[], 0)
+        .await
+        .expect_err("the result changed under the prepared statement");
+    assert_eq!(err.code, "0A000", "{err:?}");
+    assert!(
+        err.message.contains("must not change result type"),
+        "{err:?}"
+    );
+    s.sync().await?;
+    // The statement that names its columns is unaffected.
+    let out = s.execute(&named, &[], 0).await?;
+    let QueryOutput::Rows { rows, .. } = out else {
+        anyhow::bail!("rows expected, got {out:?}");
+    };
+    assert_eq!(rows.len(), 1);
+    s.sync().await?;
+    let again = s.prepare("SELECT * FROM t", &[]).await?;
+    assert_eq!(again.columns.len(), 3);
+    let out = s.execute(&again, &[], 0).await?;
+    let QueryOutput::Rows { rows, .. } = out else {
+        anyhow::bail!("rows expected, got {out:?}");
+    };
+    assert_eq!(rows[0].len(), 3);
+    s.sync().await?;
     Ok(())
 }

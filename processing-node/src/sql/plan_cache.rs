@@ -14,9 +14,10 @@ use sqlparser::ast::Statement;
 
 use crate::sql::bind::{Planner, SubPlan};
 use crate::sql::catalog::Catalog;
-use crate::sql::dml::{InsertPlan, ModifyPlan};
+use crate::sql::dml::{InsertPlan, ModifyPlan, Returning};
 use crate::sql::error::SqlError;
 use crate::sql::plan::QueryPlan;
+use crate::sql::types::Column;
 
 /// A statement planned for execution, with the subqueries its expressions use.
 #[derive(Debug)]
@@ -55,6 +56,18 @@ impl Planned {
             }
             _ => return Ok(None),
         }))
+    }
+
+    /// The result columns the statement returns (empty without RETURNING).
+    pub(crate) fn columns(&self) -> &[Column] {
+        fn returning(r: &Option<Returning>) -> &[Column] {
+            r.as_ref().map_or(&[], |r| &r.columns)
+        }
+        match self {
+            Planned::Query(p, _) => &p.columns,
+            Planned::Insert(p, _) => returning(&p.returning),
+            Planned::Update(p, _) | Planned::Delete(p, _) => returning(&p.returning),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::sql::error::SqlError;
 use crate::sql::exec::Exec;
 use crate::sql::plan::Plan;
 use crate::sql::plan_cache::Planned;
-use crate::sql::session::{QueryOutput, Session, TxStatus};
+use crate::sql::session::{Prepared, QueryOutput, Session, TxStatus};
 use crate::sql::txn_error;
 use crate::sql::types::{Column, PgType};
 use crate::sql::value::now_timestamp;
@@ -39,13 +39,13 @@ fn text_rows(name: &str, lines: Vec<String>, tag: &str) -> QueryOutput {
 impl Session {
     /// Runs one statement with the session's transaction rules: a statement outside a block
     /// runs in an implicit transaction; an error inside a block fails the block.
-    /// `sql` is the statement's text when it is a prepared statement's, so its plan is
-    /// kept for the next execution.
+    /// `prepared` is the prepared statement being executed, if any: its plan is kept for
+    /// the next execution, and its result must still have the columns it was described with.
     pub(crate) async fn run_statement(
         &mut self,
         stmt: &Statement,
         params: &[Datum],
-        sql: Option<&str>,
+        prepared: Option<&Prepared>,
     ) -> Result<QueryOutput, SqlError> {
         self.cancel.store(false, Ordering::Relaxed);
         match stmt {
@@ -66,7 +66,7 @@ impl Session {
             Statement::Vacuum(_) => Ok(command("VACUUM")),
             Statement::Discard { .. } => Ok(command("DISCARD ALL")),
             Statement::Deallocate { .. } => Ok(command("DEALLOCATE")),
-            _ => self.run_in_txn(stmt, params, sql).await,
+            _ => self.run_in_txn(stmt, params, prepared).await,
         };
         if r.is_err() {
             self.fail_after_error().await;
@@ -277,8 +277,9 @@ impl Session {
         &mut self,
         stmt: &Statement,
         params: &[Datum],
-        sql: Option<&str>,
+        prepared: Option<&Prepared>,
     ) -> Result<QueryOutput, SqlError> {
+        let sql = prepared.map(|p| p.sql.as_str());
         let catalog = self.ensure_txn().await?;
         if self.settings.read_committed()
             && let Some(tx) = self.txn.as_mut()
@@ -286,6 +287,16 @@ impl Session {
             tx.begin_statement().await.map_err(txn_error)?;
         }
         if let Some(planned) = self.plans.plan(sql, &catalog, stmt)? {
+            // As PostgreSQL: the client decodes rows by the description it was given at
+            // Describe, so DDL that changed them fails the execution (drivers re-prepare).
+            if let Some(prepared) = prepared
+                && !same_result_type(&prepared.columns, planned.columns())
+            {
+                return Err(SqlError::new(
+                    "0A000",
+                    "cached plan must not change result type",
+                ));
+            }
             return self.run_planned(&planned, params, &catalog).await;
         }
         let engine = self.engine.clone();
@@ -531,4 +542,13 @@ fn statement_kind(s: &Statement) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether a result has the column types a prepared statement was described with.
+fn same_result_type(described: &[Column], now: &[Column]) -> bool {
+    described.len() == now.len()
+        && described
+            .iter()
+            .zip(now)
+            .all(|(a, b)| a.pg_type == b.pg_type)
 }

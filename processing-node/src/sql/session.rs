@@ -242,9 +242,7 @@ impl Session {
                 ),
             ));
         }
-        let out = self
-            .run_statement(stmt, params, Some(&prepared.sql))
-            .await?;
+        let out = self.run_statement(stmt, params, Some(prepared)).await?;
         Ok(self.limit_rows(out, max_rows))
     }
 
