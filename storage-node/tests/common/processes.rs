@@ -149,9 +149,22 @@ impl NodeProcess {
         self.child.kill().await.expect("kill storage node");
     }
 
-    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    /// SIGSTOP: the process keeps its sockets but answers nothing. Returns once every
+    /// thread of it is stopped (the signal is delivered asynchronously; a test that acts
+    /// right after `kill(2)` could otherwise race threads still running).
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} did not stop after SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT.
@@ -173,6 +186,22 @@ impl Drop for NodeProcess {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/<pid>/task/<tid>/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesised command name, which may contain spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
 
 /// How to start a [`ProcessCluster`].
