@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod range;
+mod replica_stream;
 pub mod replication;
 pub mod server;
 pub mod service;

@@ -68,6 +68,8 @@ pub struct NodeMetrics {
     pub fenced: IntCounter,
     /// Open `Stream` RPCs (clients multiplexing their requests over one stream each).
     pub streams: IntGauge,
+    /// Open `ReplicateStream` RPCs served (one per range this node follows, per primary).
+    pub replication_streams: IntGauge,
 }
 
 impl NodeMetrics {
@@ -163,6 +165,13 @@ impl NodeMetrics {
             .register(Box::new(snapshots_sent.clone()))?;
         registry.registry().register(Box::new(fenced.clone()))?;
         registry.registry().register(Box::new(streams.clone()))?;
+        let replication_streams = IntGauge::new(
+            "shmdb_storage_replication_streams",
+            "Open replication streams served (one per followed range and primary)",
+        )?;
+        registry
+            .registry()
+            .register(Box::new(replication_streams.clone()))?;
         let op_counters = OP_KINDS
             .iter()
             .map(|kind| {
@@ -189,6 +198,7 @@ impl NodeMetrics {
             snapshots_sent,
             fenced,
             streams,
+            replication_streams,
         })
     }
 

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::memory::record_cost;
 use crate::node::Node;
 use crate::range::{Range, RangeState, Record, Role, Status};
+use crate::replica_stream::ReplicaStream;
 
 /// Items per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1000;
@@ -76,6 +77,8 @@ async fn follow(node: Arc<Node>, range: Arc<Range>, follower: NodeId) {
     let mut log_rx = range.log_tx.subscribe();
     let mut next: Option<u64> = None;
     let mut backoff = BACKOFF_MIN;
+    let mut link = ReplicaStream::default();
+    let timeout = node.config.replication_timeout;
     debug!(range = range.id, follower, "replication task started");
     loop {
         let (epoch, start, end, applied, committed, config_gen) = {
@@ -96,7 +99,10 @@ async fn follow(node: Arc<Node>, range: Arc<Range>, follower: NodeId) {
                 log_rx.borrow().config_gen,
             )
         };
-        let Some(mut client) = node.peers.client(follower, &node.map()) else {
+        let map = node.map();
+        let (Some(mut client), Some(address)) =
+            (node.peers.client(follower, &map), map.nodes.get(&follower))
+        else {
             // The map naming the follower may be about to be published (tasks start while
             // it is installed): retry soon, not after the longest backoff.
             sleep_backoff(&mut backoff).await;
@@ -114,9 +120,11 @@ async fn follow(node: Arc<Node>, range: Arc<Range>, follower: NodeId) {
         };
         let Some(from) = next else {
             // Handshake: where is the follower?
-            match client.replicate(request(Vec::new())).await {
+            match link
+                .replicate(&mut client, address, request(Vec::new()), timeout)
+                .await
+            {
                 Ok(resp) => {
-                    let resp = resp.into_inner();
                     if !resp.accepted && resp.epoch > epoch {
                         depose(&node, &range, resp.epoch);
                         continue;
@@ -175,12 +183,14 @@ async fn follow(node: Arc<Node>, range: Arc<Range>, follower: NodeId) {
             continue;
         }
         let started = Instant::now();
-        match client.replicate(request(entries)).await {
+        match link
+            .replicate(&mut client, address, request(entries), timeout)
+            .await
+        {
             Ok(resp) => {
                 node.metrics
                     .replication_seconds
                     .observe(started.elapsed().as_secs_f64());
-                let resp = resp.into_inner();
                 if resp.accepted {
                     acknowledge(&node, &range, follower, resp.applied_lsn);
                     next = Some(resp.applied_lsn + 1);

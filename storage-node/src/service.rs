@@ -140,6 +140,38 @@ impl replication_server::Replication for NodeService {
         )))
     }
 
+    type ReplicateStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::ReplicateResponse, Status>> + Send>,
+    >;
+
+    async fn replicate_stream(
+        &self,
+        request: Request<Streaming<pb::ReplicateRequest>>,
+    ) -> Result<Response<Self::ReplicateStreamStream>, Status> {
+        use futures::StreamExt as _;
+        if *self.stopping.borrow() {
+            return Err(Status::unavailable("storage node is shutting down"));
+        }
+        // Ends with the node's shutdown, which waits for every open HTTP/2 stream (a node
+        // dropped without one keeps serving).
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            if stopping.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let node = self.node.clone();
+        let open = crate::stream::OpenStream::new(node.metrics.replication_streams.clone());
+        let answers = request
+            .into_inner()
+            .take_until(stopped)
+            .map(move |request| {
+                let _counted = &open;
+                request.map(|request| crate::replication::on_replicate(&node, request))
+            });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,

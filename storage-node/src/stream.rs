@@ -134,11 +134,12 @@ fn error(id: u64, code: Code, message: String) -> pb::StreamResponse {
     }
 }
 
-/// Counts a stream in the open-streams gauge for as long as it is served.
-struct OpenStream(prometheus::IntGauge);
+/// Counts a stream in an open-streams gauge for as long as it is served.
+pub(crate) struct OpenStream(prometheus::IntGauge);
 
 impl OpenStream {
-    fn new(gauge: prometheus::IntGauge) -> OpenStream {
+    /// Counts one more open stream until dropped.
+    pub(crate) fn new(gauge: prometheus::IntGauge) -> OpenStream {
         gauge.inc();
         OpenStream(gauge)
     }
