@@ -79,7 +79,9 @@ pub struct StorageSpec {
     /// Container resources; by default memory is `memoryPerNode` plus headroom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Write-ahead log and checkpoints on a volume (survives losing every replica at once).
+    /// A volume per storage node, mounted at `/var/lib/shmdb` (`SHMDB_DATA_DIR`), reserved
+    /// for a write-ahead log and checkpoints. Storage nodes do not write to it yet: data
+    /// survives as long as one replica of every range does, not the loss of all at once.
     #[x_kube(validation = Rule::new("self == oldSelf").message("storage.persistence is immutable (StatefulSet volume claims cannot change)"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceSpec>,
