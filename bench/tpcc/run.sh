@@ -13,7 +13,7 @@
 #
 # Environment (defaults in brackets): WAREHOUSES [4], THREADS [8], DURATION [120s],
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
-# BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [target/release/shmdb], PG_PORT [5442],
+# BENCH_CACHE [~/.cache/shmdb-bench], SHMDB_BIN [$CARGO_TARGET_DIR or target, /release/shmdb], PG_PORT [5442],
 # SHMDB_PG_PORT [5432], ISOLATION [4: go-tpc's number for REPEATABLE READ; 2 = READ COMMITTED], SKIP_CHECK [unset; set: no `check` after the run], WEIGHT [go-tpc's 45,43,4,4,4 mix; e.g. 100,0,0,0,0 for NewOrder only], PNS [1 2 3: processing-node counts of `scale`], PROFILE [unset; set: perf record of the server during each run,
 # with a flamegraph; PROFILE=dwarf: DWARF call graphs, full stacks from a release build].
 #
@@ -32,7 +32,7 @@ DURATION=${DURATION:-120s}
 GOTPC_VERSION=${GOTPC_VERSION:-v1.0.12}
 ISOLATION=${ISOLATION:-4}
 BENCH_CACHE=${BENCH_CACHE:-$HOME/.cache/shmdb-bench}
-SHMDB_BIN=${SHMDB_BIN:-$ROOT/target/release/shmdb}
+SHMDB_BIN=${SHMDB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/shmdb}
 PG_PORT=${PG_PORT:-5442}
 SHMDB_PG_PORT=${SHMDB_PG_PORT:-5432}
 OUT=${OUT:-$HERE/results/$MODE-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -64,6 +64,10 @@ ensure_shmdb() {
   if [[ ! -x $SHMDB_BIN ]]; then
     log "building shmdb (release)"
     (cd "$ROOT" && cargo build --release -p shmdb -j2)
+  fi
+  if [[ ! -x $SHMDB_BIN ]]; then
+    log "no shmdb binary at $SHMDB_BIN after the build (set SHMDB_BIN or CARGO_TARGET_DIR)"
+    exit 1
   fi
 }
 
