@@ -4,9 +4,11 @@
 # processes with a ServiceAccount token, runs `cargo test -p shmdb-e2e`, and tears it all
 # down. Nodes are simulated by kwok; storage pods get host storage-node processes from the
 # tests (SHMDB_E2E_DATA_PLANE=host). One real node (kubelet + containerd, tainted so only
-# tests/real_pods.rs uses it) is added when it can be: SHMDB_E2E_REAL_PODS=0 skips it, and
-# if it fails to come up the suite runs without it (loudly). SHMDB_E2E_KEEP=1 leaves the
-# cluster running.
+# tests/real_pods.rs uses it) is added when it can be, with the chart's operator running
+# in-cluster there (2 replicas) for the databases labelled shmdb.io/operator=in-cluster;
+# the host operators then take every other database. SHMDB_E2E_REAL_PODS=0 skips the real
+# node (host operators manage everything), and if it or its operator fails to come up the
+# suite runs without it (loudly). SHMDB_E2E_KEEP=1 leaves the cluster running.
 # Extra arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 
@@ -84,6 +86,22 @@ for attempt in $(seq 1 120); do
   sleep 0.5
 done
 "$kubectl" apply -f "$here/manifests/operator-rbac.yaml" >/dev/null
+
+# The real node's databases get the chart's operator, in-cluster; the host operators get
+# the complementary selector, so no database has two operators (README "Real pods").
+in_cluster=0
+host_selector=""
+if ((real_pods)); then
+  log "installing the chart's operator on the real node (in-cluster, 2 replicas)"
+  if SHMDB_E2E_IMAGE="${SHMDB_E2E_IMAGE:-shmdb.local/shmdb:e2e}" "$here/harness/in-cluster-operator.sh"; then
+    in_cluster=1
+    host_selector="shmdb.io/operator!=in-cluster"
+  else
+    log "!!! THE IN-CLUSTER OPERATOR DID NOT BECOME AVAILABLE: tests/real_pods.rs will skip (logs: $state/logs/pods)"
+    real_pods=0
+  fi
+fi
+
 token="$("$kubectl" create token shmdb-operator -n shmdb-system --duration=24h)"
 operator_kubeconfig="$state/operator.kubeconfig"
 server="$("$kubectl" config view -o jsonpath='{.clusters[0].cluster.server}')"
@@ -103,6 +121,7 @@ for replica in a b; do
     while [[ ! -e "$state/stopping" ]]; do
       identity="shmdb-operator-$replica$generation"
       KUBECONFIG="$operator_kubeconfig" POD_NAME="$identity" \
+        SHMDB_OPERATOR_SELECTOR="$host_selector" \
         SHMDB_OPERATOR_METRICS_LISTEN=127.0.0.1:0 SHMDB_LOG_FORMAT=json \
         RUST_LOG="${RUST_LOG:-info}" \
         "$target/debug/operator" >>"$state/logs/$identity.log" 2>&1 &
@@ -119,7 +138,8 @@ done
 log "running the e2e tests"
 tests_started=$(date +%s)
 SHMDB_E2E=1 SHMDB_E2E_KUBECTL="$kubectl" SHMDB_E2E_DATA_PLANE=host \
-  SHMDB_E2E_REAL_PODS="$real_pods" SHMDB_E2E_DNS="${SHMDB_E2E_POD_GATEWAY:-10.88.0.1}:53" \
+  SHMDB_E2E_REAL_PODS="$real_pods" SHMDB_E2E_IN_CLUSTER_OPERATOR="$in_cluster" \
+  SHMDB_E2E_DNS="${SHMDB_E2E_POD_GATEWAY:-10.88.0.1}:53" \
   SHMDB_E2E_OPERATOR_PIDS="$state/operators" SHMDB_E2E_LOGS="$state/logs" \
   SHMDB_E2E_BIN_DIR="$target/debug" \
   bash -c "cd '$repo' && cargo test -j2 --no-fail-fast -p shmdb-e2e -- --test-threads=4 $*"

@@ -20,6 +20,12 @@ else
   : "${SHMDB_E2E_BUILD_ETCD:=1}"
 fi
 : "${SHMDB_E2E_STATE:=${TMPDIR:-/tmp}/shmdb-e2e}"
+# The API server's port on 127.0.0.1, and the real node's bridge address: its pods' gateway,
+# their cluster DNS and, through a forwarder on the same port, their way to the API server
+# (real-node.sh; the serving certificate names it too, up.sh).
+: "${SHMDB_E2E_API_PORT:=26443}"
+: "${SHMDB_E2E_POD_GATEWAY:=10.88.0.1}"
+export SHMDB_E2E_API_PORT SHMDB_E2E_POD_GATEWAY
 export SHMDB_E2E_CACHE K8S_VERSION KWOK_VERSION SHMDB_E2E_ETCD_VERSION SHMDB_E2E_STATE
 export SHMDB_E2E_BUILD_ETCD
 export GOMODCACHE="$SHMDB_E2E_CACHE/gomod"

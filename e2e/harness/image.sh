@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the project image shmdb.local/shmdb:e2e for the real node, with no registry: a root
-# file system staged from the debug binaries the operator's pods run (storage-node,
-# commit-manager, processing-node), the shared libraries they load (ldd, the loader
-# included) and a static busybox as /bin/sh (the storage pods' command runs through sh),
-# packed by oci-image.py and imported into the real node's containerd (real-node.sh must
-# have started it). Prints nothing on success; the archive stays in $SHMDB_E2E_STATE.
+# file system staged from the debug binaries of the in-cluster operator (`operator`) and of
+# the pods it creates (storage-node, commit-manager, processing-node), the shared libraries
+# they load (ldd, the loader included) and a static busybox as /bin/sh (the storage pods'
+# command runs through sh), packed by oci-image.py and imported into the real node's
+# containerd (real-node.sh must have started it). Prints nothing on success; the archive stays in $SHMDB_E2E_STATE.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +25,7 @@ root="$node/image-root"
 rm -rf "$root"
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/data"
 chmod 1777 "$root/tmp"
-for bin in storage-node commit-manager processing-node; do
+for bin in operator storage-node commit-manager processing-node; do
   [[ -x "$bins/$bin" ]] || { echo "$bins/$bin missing: cargo build -p <its crate>" >&2; exit 1; }
   cp "$bins/$bin" "$root/bin/$bin"
   # Each library at the path the loader looks for it (and the loader at its fixed path).

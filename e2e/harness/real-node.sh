@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Adds one real node to the harness's cluster: containerd + runc + CNI bridge from Debian and
 # a kubelet built from the Kubernetes modules (SHMDB_E2E_BUILD_KUBELET=1 build.sh), on
-# cgroup v1, plus the cluster DNS its pods use (e2e-dns on the bridge's gateway address).
+# cgroup v1, plus the cluster DNS its pods use (e2e-dns on the bridge's gateway address)
+# and their way to the API server (a forwarder on the same address).
 # The node is tainted and labelled shmdb.io/e2e-real=true, so only a test that tolerates
 # and selects it (tests/real_pods.rs) puts pods there; kwok's nodes keep the others.
 # Run after up.sh; waits until the node is Ready; down.sh stops what this starts. The
@@ -17,14 +18,12 @@ logs="$state/logs"
 kubeconfig="$state/admin.kubeconfig"
 : "${SHMDB_E2E_KUBELET_PORT:=20250}"
 : "${SHMDB_E2E_POD_CIDR:=10.88.0.0/16}"
-# The bridge's own address: the pods' gateway and where the cluster DNS answers.
-: "${SHMDB_E2E_POD_GATEWAY:=10.88.0.1}"
 : "${SHMDB_E2E_DNS_METRICS_PORT:=20253}"
 repo="$(cd "$here/../.." && pwd)"
 bins="${SHMDB_E2E_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}"
 
 missing_pkgs=()
-for pkg in containerd runc containernetworking-plugins; do
+for pkg in containerd runc containernetworking-plugins socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing_pkgs+=("$pkg")
 done
 if ((${#missing_pkgs[@]})); then
@@ -99,6 +98,15 @@ prefix="${SHMDB_E2E_POD_CIDR#*/}"
 ip addr show dev e2e0 | grep -q "inet $SHMDB_E2E_POD_GATEWAY/" ||
   ip addr add "$SHMDB_E2E_POD_GATEWAY/$prefix" dev e2e0
 ip link set e2e0 up
+# The API server listens on 127.0.0.1 only; pods reach it on their gateway address through
+# this forwarder (TLS passes through; the serving certificate names the gateway address),
+# and the in-cluster operator is told so with KUBERNETES_SERVICE_HOST/PORT. There is no
+# kube-proxy, so the `kubernetes` Service's ClusterIP routes nowhere (e2e/README.md).
+echo "$(
+  socat "TCP-LISTEN:$SHMDB_E2E_API_PORT,bind=$SHMDB_E2E_POD_GATEWAY,reuseaddr,fork,range=$SHMDB_E2E_POD_CIDR" \
+    "TCP:127.0.0.1:$SHMDB_E2E_API_PORT" >"$logs/api-forward.log" 2>&1 &
+  echo $!
+) api-forward" >>"$state/pids"
 [[ -x "$bins/e2e-dns" ]] || { echo "$bins/e2e-dns missing: cargo build -p shmdb-e2e --bin e2e-dns" >&2; exit 1; }
 echo "$(
   KUBECONFIG="$kubeconfig" SHMDB_E2E_DNS_LISTEN="$SHMDB_E2E_POD_GATEWAY:53" \

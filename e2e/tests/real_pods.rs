@@ -1,13 +1,15 @@
 //! A database on the harness's real node (kubelet + containerd, the project image built by
-//! `harness/image.sh`): `psql` through the client Service's DNS name runs a transaction,
-//! and deleting a storage pod raises UnderReplicated (and Ready=False), after which the
-//! database returns to Ready with every row written before still readable.
+//! `harness/image.sh`), managed by the chart's operator running in-cluster there
+//! (`harness/in-cluster-operator.sh`): the database is labelled for that operator, and its
+//! placement Lease is held by one of the operator Deployment's pods on the real node.
+//! `psql` through the client Service's DNS name runs a transaction; deleting a storage pod
+//! raises UnderReplicated (and Ready=False), after which the database returns to Ready with
+//! every row written before still readable; deleting the operator pod that leads placement
+//! hands the Lease to another replica while the database stays Ready and readable.
 //!
-//! Runs only where run.sh brought the real node up (`SHMDB_E2E_REAL_PODS=1`); elsewhere it
-//! says so and passes without checking anything, like the other tests without a cluster.
-//!
-//! One workaround: the operator runs on the host, so its placement manager reaches the
-//! storage pods by their DNS names through `/etc/hosts` ([`common::pod_hosts`]).
+//! Runs only where run.sh brought the real node and its operator up
+//! (`SHMDB_E2E_REAL_PODS=1`); elsewhere it says so and passes without checking anything,
+//! like the other tests without a cluster.
 
 mod common;
 
@@ -15,13 +17,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use shmdb_operator::crd::{CONDITION_READY, CONDITION_UNDER_REPLICATED};
+use shmdb_operator::resources::Names;
 
 use common::cluster::Cluster;
 use common::cluster_dns;
 use common::database::{self, READY_TIMEOUT, condition, describe};
-use common::pod_hosts::PodHosts;
+use common::operator::lease_holder;
 use common::wait;
 
 /// Rows written before the storage pod is lost.
@@ -30,6 +36,11 @@ const ROWS: usize = 100;
 const REAL_NODE: &str = "shmdb.io/e2e-real";
 /// The real node's name (harness/real-node.sh).
 const REAL_NODE_NAME: &str = "real-node-0";
+/// The label that hands a database to the in-cluster operator (its `operator.selector` in
+/// harness/in-cluster-operator.sh; the host operators select everything else).
+const IN_CLUSTER: (&str, &str) = ("shmdb.io/operator", "in-cluster");
+/// The chart's labels of the operator pods.
+const OPERATOR_PODS: &str = "app.kubernetes.io/component=operator,app.kubernetes.io/part-of=shmdb";
 
 fn real_pods() -> bool {
     std::env::var("SHMDB_E2E_REAL_PODS").is_ok_and(|v| v == "1")
@@ -44,14 +55,15 @@ fn pinned() -> Value {
 }
 
 /// One processing node, two storage nodes at RF 2, one commit manager, all on the real
-/// node, running the image image.sh imported (never pulled).
+/// node, running the image image.sh imported (never pulled), labelled for the in-cluster
+/// operator.
 fn manifest(name: &str) -> Value {
     let image = std::env::var("SHMDB_E2E_IMAGE").unwrap_or_else(|_| "shmdb.local/shmdb:e2e".into());
     let (repository, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "e2e"));
     json!({
         "apiVersion": "shmdb.io/v1alpha1",
         "kind": "SharedMemDatabase",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {IN_CLUSTER.0: IN_CLUSTER.1}},
         "spec": {
             "replicationFactor": 2,
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
@@ -109,6 +121,63 @@ async fn client_service_ip(service: &str, namespace: &str) -> Result<String> {
     Ok(ips[0].to_string())
 }
 
+/// The namespace of the in-cluster operator's pods (the chart's release namespace).
+fn operator_namespace() -> String {
+    std::env::var("SHMDB_E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "shmdb-system".into())
+}
+
+/// Waits until the database's placement Lease is held by a running operator pod on the
+/// real node other than `not` (the pod just deleted), and returns that pod's name. The
+/// host operators' identities are never pod names there, so this shows the database is
+/// managed in-cluster.
+async fn in_cluster_leader(
+    cluster: &Cluster,
+    namespace: &str,
+    database: &str,
+    not: Option<&str>,
+    timeout: Duration,
+) -> Result<String> {
+    let lease = Names {
+        database: database.to_string(),
+        namespace: namespace.to_string(),
+    }
+    .placement_lease();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &operator_namespace());
+    wait::until(
+        &format!("an in-cluster operator pod to hold Lease {lease}"),
+        timeout,
+        || async {
+            let Some((holder, _)) = lease_holder(cluster, namespace, &lease).await? else {
+                return Ok(Err("the Lease is not held".to_string()));
+            };
+            let list = pods
+                .list(&ListParams::default().labels(OPERATOR_PODS))
+                .await?;
+            let running: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(REAL_NODE_NAME)
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            Ok(
+                if running.contains(&holder) && Some(holder.as_str()) != not {
+                    Ok(holder)
+                } else {
+                    Err(format!(
+                        "held by {holder}; running operator pods {running:?}"
+                    ))
+                },
+            )
+        },
+    )
+    .await
+}
+
 fn expected_rows() -> BTreeSet<String> {
     (0..ROWS).map(|i| format!("{i}|row {i}")).collect()
 }
@@ -129,10 +198,10 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
     let cluster = Cluster::connect().await?;
     let ns = cluster.namespace("real-pods").await?;
     let name = "real";
-    let hosts = PodHosts::start(&cluster, &ns.name, name);
     let out = database::apply(&cluster, &ns.name, &manifest(name)).await?;
     ensure!(out.ok, "kubectl apply failed: {}", out.stderr);
     database::wait_ready(&cluster, &ns.name, name, READY_TIMEOUT).await?;
+    let leader = in_cluster_leader(&cluster, &ns.name, name, None, Duration::from_secs(30)).await?;
 
     // A transaction through the client Service's DNS name.
     let host = client_service_ip(name, &ns.name).await?;
@@ -209,6 +278,37 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
         "after the lost pod: missing {lost:?}, unexpected {extra:?}"
     );
 
-    hosts.stop().await;
+    // The operator pod leading placement is lost without warning: another replica takes
+    // the Lease (after it expires, 15 s) and the database stays Ready and readable.
+    let operator_pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &operator_namespace());
+    operator_pods
+        .delete(&leader, &DeleteParams::default().grace_period(0))
+        .await
+        .with_context(|| format!("deleting the leading operator pod {leader}"))?;
+    let successor = in_cluster_leader(
+        &cluster,
+        &ns.name,
+        name,
+        Some(&leader),
+        Duration::from_secs(90),
+    )
+    .await?;
+    let db = api.get(name).await?;
+    ensure!(
+        condition(&db, CONDITION_READY).is_some_and(|c| c.status == "True"),
+        "not Ready after {successor} took the Lease from {leader}: {}",
+        describe(&db)
+    );
+    let rows: BTreeSet<String> = psql(&host, &select)
+        .await?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ensure!(
+        rows == expected,
+        "after the operator failover read {} rows",
+        rows.len()
+    );
+
     ns.delete().await
 }
