@@ -497,10 +497,13 @@ impl Exec<'_> {
             check_not_null(&meta, &row)?;
             rows.push(row);
         }
-        // Every insert reads its key first (is it taken?): one batched read for all the
-        // rows instead of a round trip per row. What it finds stays in the transaction's
-        // buffer, where the inserts below look.
-        if rows.len() > 1 {
+        // A table without a primary key is keyed by a hidden row id generated here: its
+        // keys are new, nothing to read.
+        let generated_keys = meta.columns.iter().any(|c| c.hidden);
+        // Every other insert reads its key first (is it taken?): one batched read for all
+        // the rows instead of a round trip per row. What it finds stays in the
+        // transaction's buffer, where the inserts below look.
+        if rows.len() > 1 && !generated_keys {
             let pks: Vec<Row> = rows.iter().map(|r| def.pk_of(r)).collect();
             self.tx.get_many(&def, &pks).await.map_err(txn_error)?;
         }
@@ -508,10 +511,12 @@ impl Exec<'_> {
             if p.do_nothing && self.conflicts(&meta, &row).await? {
                 continue;
             }
-            self.tx
-                .insert(&def, row.clone())
-                .await
-                .map_err(|e| unique_error(&meta, e))?;
+            let inserted = if generated_keys {
+                self.tx.insert_new(&def, row.clone()).await
+            } else {
+                self.tx.insert(&def, row.clone()).await
+            };
+            inserted.map_err(|e| unique_error(&meta, e))?;
             count += 1;
             self.returning_row(&p.returning, &row, &mut returned)?;
         }

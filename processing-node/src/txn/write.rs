@@ -19,6 +19,7 @@ use crate::datum::Datum;
 use crate::encoding::key::encode_key;
 use crate::encoding::row::{decode_row, encode_row};
 use crate::keys;
+use crate::record::Record;
 use crate::txn::error::TxnError;
 use crate::txn::schema::{IndexDef, TableDef};
 use crate::txn::transaction::{Pending, ReadRecord, StoreKey, Transaction};
@@ -92,6 +93,25 @@ impl Transaction {
         self.writes
             .insert(key, Pending::Write(Some(Bytes::from(encode_row(&row)))));
         Ok(())
+    }
+
+    /// Inserts a row whose primary key was generated for it (a hidden row id from one of
+    /// this node's blocks): no other transaction can hold that key, so it is not read first,
+    /// which saves a store round trip per such insert. The commit still writes it only if
+    /// absent, so a key that somehow exists fails the commit instead of being overwritten.
+    pub async fn insert_new(&mut self, table: &TableDef, row: Vec<Datum>) -> Result<(), TxnError> {
+        self.ensure_active()?;
+        Self::check_row(table, &row)?;
+        let key = Self::row_key(table, &table.pk_of(&row));
+        if !self.writes.contains_key(&key) && !self.reads.contains_key(&key) {
+            let unread = ReadRecord {
+                record: Record::new(),
+                stamp: None,
+                snapshot: self.snapshot.clone(),
+            };
+            self.reads.insert(key, unread);
+        }
+        self.insert(table, row).await
     }
 
     /// Replaces the row with primary key `pk` by `row` (which may carry a new primary key).
