@@ -151,3 +151,37 @@ async fn unique_index_concurrent_inserts_exactly_one_commits() -> anyhow::Result
     t3.rollback().await?;
     Ok(())
 }
+
+/// `insert_new` skips reading a key it was told is new (a generated row id); if the key
+/// does exist after all, the commit fails instead of overwriting the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_new_never_overwrites_an_existing_row() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1, 1).await?;
+    let a = cluster.engine(1)?;
+    let t = accounts();
+    let mut tx = a.begin().await?;
+    tx.insert(&t, vec![int(1), text("ann"), int(100)]).await?;
+    tx.commit().await?;
+
+    let mut tx = a.begin().await?;
+    tx.insert_new(&t, vec![int(1), text("imposter"), int(0)])
+        .await?;
+    assert!(
+        matches!(tx.commit().await, Err(TxnError::SerializationFailure)),
+        "the commit of a row over an existing key must fail"
+    );
+    let mut tx = a.begin().await?;
+    assert_eq!(
+        tx.get(&t, &[int(1)]).await?,
+        Some(vec![int(1), text("ann"), int(100)])
+    );
+    // A genuinely new key commits.
+    tx.insert_new(&t, vec![int(2), text("bob"), int(5)]).await?;
+    tx.commit().await?;
+    let mut tx = a.begin().await?;
+    assert_eq!(
+        tx.get(&t, &[int(2)]).await?,
+        Some(vec![int(2), text("bob"), int(5)])
+    );
+    Ok(())
+}

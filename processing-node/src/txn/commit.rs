@@ -319,11 +319,19 @@ impl Transaction {
                         )));
                     }
                 };
-                let read_under = self
-                    .reads
-                    .get(&write_set[i])
-                    .map_or(&self.snapshot, |r| &r.snapshot);
+                let read = self.reads.get(&write_set[i]);
+                let read_under = read.map_or(&self.snapshot, |r| &r.snapshot);
                 if record.write_conflict(self.tid, |t| read_under.is_visible(t)) {
+                    return Err(TxnError::SerializationFailure);
+                }
+                // A key this transaction took for absent (an insert; `insert_new` does not
+                // even read it) must still hold no row it can see, or the insert would
+                // silently replace that row.
+                if read.is_some_and(|r| r.stamp.is_none())
+                    && record
+                        .visible_row(|t| t != self.tid && read_under.is_visible(t))
+                        .is_some()
+                {
                     return Err(TxnError::SerializationFailure);
                 }
                 if let Some(pending) = self.writes.get(&write_set[i]) {
