@@ -95,7 +95,9 @@ if ! ip link show e2e0 >/dev/null 2>&1; then
   ip link add e2e0 type bridge
 fi
 prefix="${SHMDB_E2E_POD_CIDR#*/}"
-ip addr show dev e2e0 | grep -q "inet $SHMDB_E2E_POD_GATEWAY/" ||
+# (Not `ip … | grep -q` under pipefail: grep exits at the first match, `ip` may then die of
+# SIGPIPE, and the pipeline counts as failed — a second run added the address again.)
+[[ "$(ip -4 addr show dev e2e0)" == *"inet $SHMDB_E2E_POD_GATEWAY/"* ]] ||
   ip addr add "$SHMDB_E2E_POD_GATEWAY/$prefix" dev e2e0
 ip link set e2e0 up
 # The API server listens on 127.0.0.1 only; pods reach it on their gateway address through
@@ -133,12 +135,12 @@ echo "$(
 ) kubelet" >>"$state/pids"
 log "real node real-node-0 starting (kubelet log: $logs/kubelet.log)"
 for _ in $(seq 1 240); do
-  "$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True && break
+  [[ "$("$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] && break
   sleep 0.5
 done
-"$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
-  -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True ||
+[[ "$("$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get node real-node-0 \
+  -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] ||
   { echo "real-node-0 did not turn Ready within 120 s; see $logs/kubelet.log" >&2; exit 1; }
 # The responder answers once it has listed Pods and Services (or has already failed).
 dns_pid="$(awk '$2 == "e2e-dns" { pid = $1 } END { print pid }' "$state/pids")"
