@@ -77,6 +77,15 @@ fn manifest(name: &str) -> Value {
 
 /// Runs `psql` against `host` with `commands` (one `-c` each, ON_ERROR_STOP) and returns
 /// its unaligned, tuples-only output.
+/// The lines psql prints for `commands`, as a set (the tests compare row sets).
+async fn psql_rows(host: &str, commands: &[String]) -> Result<BTreeSet<String>> {
+    Ok(psql(host, commands)
+        .await?
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
 async fn psql(host: &str, commands: &[String]) -> Result<String> {
     let mut cmd = tokio::process::Command::new("psql");
     cmd.args(["-h", host, "-p", "5432", "-U", "shmdb", "-d", "shmdb"])
@@ -213,11 +222,7 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
     txn.push("COMMIT".to_string());
     psql(&host, &txn).await?;
     let select = vec!["SELECT id, v FROM kept ORDER BY id".to_string()];
-    let rows: BTreeSet<String> = psql(&host, &select)
-        .await?
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let rows = psql_rows(&host, &select).await?;
     ensure!(
         rows == expected_rows(),
         "after COMMIT read {} rows: {rows:?}",
@@ -263,10 +268,9 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
         "the rows to be readable",
         Duration::from_secs(60),
         || async {
-            Ok(match psql(&host, &select).await {
-                Ok(out) => Ok(out.lines().map(str::to_string).collect::<BTreeSet<_>>()),
-                Err(e) => Err(format!("{e:#}")),
-            })
+            Ok(psql_rows(&host, &select)
+                .await
+                .map_err(|e| format!("{e:#}")))
         },
     )
     .await?;
@@ -299,11 +303,7 @@ async fn psql_through_the_client_service_and_a_lost_storage_pod_loses_no_rows() 
         "not Ready after {successor} took the Lease from {leader}: {}",
         describe(&db)
     );
-    let rows: BTreeSet<String> = psql(&host, &select)
-        .await?
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let rows = psql_rows(&host, &select).await?;
     ensure!(
         rows == expected,
         "after the operator failover read {} rows",

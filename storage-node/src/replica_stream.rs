@@ -144,9 +144,7 @@ mod tests {
             Ok(Response::new(answer(request.get_ref())))
         }
 
-        type ReplicateStreamStream = std::pin::Pin<
-            Box<dyn futures::Stream<Item = Result<pb::ReplicateResponse, Status>> + Send>,
-        >;
+        type ReplicateStreamStream = crate::service::ReplicateAnswers;
 
         async fn replicate_stream(
             &self,

@@ -13,6 +13,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Node;
 
+/// The answers of a `ReplicateStream`, as the replication service returns them.
+pub type ReplicateAnswers =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ReplicateResponse, Status>> + Send>>;
+
 /// Implements all three services over one shared node.
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -140,9 +144,7 @@ impl replication_server::Replication for NodeService {
         )))
     }
 
-    type ReplicateStreamStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::ReplicateResponse, Status>> + Send>,
-    >;
+    type ReplicateStreamStream = ReplicateAnswers;
 
     async fn replicate_stream(
         &self,
