@@ -35,10 +35,16 @@ pub struct NodeConfig {
     #[arg(long, env = "SHMDB_REPLICATION_BATCH", default_value_t = 1024)]
     pub replication_batch: usize,
     /// Data-path transport offered to clients: `auto` serves RDMA when the machine has an
-    /// RDMA device (and TCP otherwise), `tcp` only gRPC, `rdma` refuses to start without a
-    /// device. gRPC is always served (replication, admin, and TCP clients).
+    /// RDMA device and framed TCP always, `tcp` framed TCP, `grpc` only gRPC, `rdma` refuses
+    /// to start without a device. gRPC is always served (replication, admin, discovery of
+    /// the framed port, and clients of either kind).
     #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
     pub transport: TransportKind,
+    /// Listen address of the framed TCP data path (every transport but `grpc`); by default
+    /// the gRPC listen IP with a port the system picks. Clients learn the port over gRPC
+    /// (`FramedEndpoint`) and connect to it on the host they reach the node by.
+    #[arg(long, env = "SHMDB_FRAMED_LISTEN")]
+    pub framed_listen: Option<SocketAddr>,
     /// An RDMA device to serve on instead of discovering one (tests pass an in-memory
     /// fabric); not a flag.
     #[arg(skip)]
@@ -72,6 +78,7 @@ impl NodeConfig {
             replication_timeout: Duration::from_secs(5),
             replication_batch: 1024,
             transport: TransportKind::Auto,
+            framed_listen: None,
             rdma_device: None,
         }
     }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod framed;
 pub mod memory;
 pub mod metrics;
 pub mod node;

@@ -1,4 +1,4 @@
-//! Starting and stopping a storage node's servers (gRPC and metrics) in the current runtime.
+//! Starting and stopping a storage node's servers (gRPC, framed TCP, metrics).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
+use crate::framed::FramedServer;
 use crate::metrics::NodeMetrics;
 use crate::node::Node;
 use crate::service::NodeService;
@@ -35,6 +36,8 @@ pub struct RunningNode {
     pub rdma: Arc<RdmaServer>,
     /// The `shmdb_transport_*` metrics of this node.
     pub transport_metrics: TransportMetrics,
+    /// The framed TCP data path (`None` with `--transport grpc`).
+    pub framed: Option<FramedServer>,
     stop: Option<oneshot::Sender<()>>,
     /// Tells open `Stream`s to end (see [`NodeService`]).
     stopping: tokio::sync::watch::Sender<bool>,
@@ -130,17 +133,47 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     })?;
     let metrics_listen = config.metrics_listen;
     let selected = choose_transport(&config)?;
+    let framed_listener = match (&selected, config.framed_listen) {
+        (Selected::Grpc { .. }, _) => None,
+        (_, listen) => {
+            let listen = listen.unwrap_or(SocketAddr::new(config.listen.ip(), 0));
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            Some((listen, listener))
+        }
+    };
     let transport_metrics = TransportMetrics::register(metrics.registry.registry())?;
     transport_metrics.set_in_use(selected.name());
     let transport = selected.name();
     let (device, why_not) = match selected {
         Selected::Rdma { device } => (Some(device), String::new()),
-        Selected::Tcp { reason } => (None, reason),
+        Selected::Tcp { reason } | Selected::Grpc { reason } => (None, reason),
     };
     let node = Node::new(config, metrics.clone());
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let service = NodeService::new(node.clone(), stopping_rx);
     let max = crate::MAX_MESSAGE_BYTES;
+    let framed = match framed_listener {
+        Some((listen, listener)) => Some(
+            FramedServer::start(
+                listener,
+                node.clone(),
+                max,
+                transport_metrics.framed.clone(),
+                stopping_rx.clone(),
+            )
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let service = NodeService::new(node.clone(), stopping_rx)
+        .with_framed_port(framed.as_ref().map(|f| f.addr.port()));
     let rdma = RdmaServer::new(
         device,
         why_not,
@@ -188,7 +221,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         metrics_addr = Some(bound);
         background.push(handle);
     }
-    tracing::info!(node = node.id(), %addr, transport, "storage node serving");
+    let framed_addr = framed.as_ref().map(|f| f.addr.to_string());
+    tracing::info!(
+        node = node.id(),
+        %addr,
+        transport,
+        framed = framed_addr.as_deref().unwrap_or("off"),
+        "storage node serving"
+    );
     Ok(RunningNode {
         node,
         addr,
@@ -196,6 +236,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         transport,
         rdma,
         transport_metrics,
+        framed,
         stop: Some(stop_tx),
         stopping,
         server,
@@ -211,6 +252,9 @@ impl RunningNode {
             let _ = stop.send(());
         }
         self.rdma.shutdown();
+        if let Some(framed) = &self.framed {
+            framed.stop_accepting();
+        }
         for task in &self.background {
             task.abort();
         }
@@ -221,6 +265,9 @@ impl RunningNode {
     pub fn abort(self) {
         self.stopping.send_replace(true);
         self.rdma.abort();
+        if let Some(framed) = &self.framed {
+            framed.abort();
+        }
         self.server.abort();
         for task in &self.background {
             task.abort();

@@ -26,6 +26,8 @@ pub struct NodeService {
     /// graceful shutdown (which waits for every open HTTP/2 stream) is not held up by
     /// clients that keep their sessions open.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// The port of the framed TCP data path, if the node serves one.
+    framed_port: Option<u16>,
 }
 
 impl NodeService {
@@ -35,6 +37,15 @@ impl NodeService {
             node,
             echo_peers: Arc::default(),
             stopping,
+            framed_port: None,
+        }
+    }
+
+    /// Answers `FramedEndpoint` with `port` (`None`: the node serves no framed data path).
+    pub fn with_framed_port(self, port: Option<u16>) -> Self {
+        NodeService {
+            framed_port: port,
+            ..self
         }
     }
 
@@ -98,6 +109,20 @@ impl storage_server::Storage for NodeService {
             .with_label_values(&["scan"])
             .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(response))
+    }
+
+    async fn framed_endpoint(
+        &self,
+        _request: Request<pb::FramedEndpointRequest>,
+    ) -> Result<Response<pb::FramedEndpointResponse>, Status> {
+        match self.framed_port {
+            Some(port) => Ok(Response::new(pb::FramedEndpointResponse {
+                port: u32::from(port),
+            })),
+            None => Err(Status::failed_precondition(
+                "this storage node serves no framed TCP data path (--transport grpc)",
+            )),
+        }
     }
 
     async fn echo(

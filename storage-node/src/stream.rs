@@ -85,8 +85,8 @@ async fn run(
 }
 
 /// Runs one request and builds its answer; counted in the same latency metric as the
-/// unary calls.
-async fn answer(
+/// unary calls. The framed TCP data path ([`crate::framed`]) answers with it too.
+pub(crate) async fn answer(
     node: Arc<Node>,
     request: pb::StreamRequest,
     max_message: usize,

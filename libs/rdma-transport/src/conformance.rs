@@ -1,7 +1,7 @@
 //! The transport conformance suite: what every [`Transport`] must do, written once and run
-//! against each implementation available on the machine (gRPC with unary calls and with
-//! multiplexed streams always; RDMA over the in-memory fabric always; RDMA over ibverbs
-//! where a device exists).
+//! against each implementation available on the machine (framed TCP, and gRPC with unary
+//! calls and with multiplexed streams, always; RDMA over the in-memory fabric always; RDMA
+//! over ibverbs where a device exists).
 //!
 //! A [`Fixture`] supplies the transport under test and real storage nodes to talk to; the
 //! checks assert behaviour the store client relies on: answers match their requests and
@@ -29,7 +29,8 @@ pub const LARGE_VALUE_BYTES: usize = 3 << 20;
 /// Supplies what the suite runs against.
 #[async_trait]
 pub trait Fixture: Send + Sync {
-    /// Name for failure messages (`tcp`, `tcp-stream`, `rdma-fake`, `rdma-verbs`).
+    /// Name for failure messages (`tcp`, `tcp-stream`, `tcp-framed`, `rdma-fake`,
+    /// `rdma-verbs`).
     fn name(&self) -> String;
 
     /// A fresh transport under test, with this request timeout.

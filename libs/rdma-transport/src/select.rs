@@ -1,9 +1,11 @@
-//! `--transport auto|tcp|rdma` turned into a decision: which transport this process uses,
+//! `--transport auto|tcp|grpc|rdma` turned into a decision: which transport this process uses,
 //! why, and a clear start-up error when RDMA is demanded but cannot be had.
 
 use std::sync::Arc;
 
-use shmdb_store_client::{GrpcConfig, GrpcTransport, Transport, TransportKind};
+use shmdb_store_client::{
+    DataPath, FramedConfig, GrpcConfig, GrpcTransport, Transport, TransportKind, tcp_transport,
+};
 
 use crate::client::{RdmaConfig, RdmaTransport};
 use crate::device::{self, DeviceInfo, Discovery};
@@ -13,9 +15,15 @@ use crate::verbs::{RdmaDevice, VerbsError};
 /// The transport chosen for this process.
 #[derive(Debug, Clone)]
 pub enum Selected {
-    /// gRPC over TCP, and why (asked for, or the reason RDMA is not usable under `auto`).
+    /// Framed TCP (gRPC to nodes without it), and why (asked for, or the reason RDMA is
+    /// not usable under `auto`).
     Tcp {
         /// Why TCP, for the start-up log.
+        reason: String,
+    },
+    /// gRPC over TCP only (`--transport grpc`).
+    Grpc {
+        /// Why gRPC, for the start-up log.
         reason: String,
     },
     /// RDMA on this device.
@@ -26,10 +34,11 @@ pub enum Selected {
 }
 
 impl Selected {
-    /// `tcp` or `rdma`, as in the `shmdb_transport_in_use` metric.
+    /// `tcp`, `grpc` or `rdma`, as in the `shmdb_transport_in_use` metric.
     pub fn name(&self) -> &'static str {
         match self {
             Selected::Tcp { .. } => "tcp",
+            Selected::Grpc { .. } => "grpc",
             Selected::Rdma { .. } => "rdma",
         }
     }
@@ -38,6 +47,7 @@ impl Selected {
     pub fn describe(&self) -> String {
         match self {
             Selected::Tcp { reason } => format!("tcp ({reason})"),
+            Selected::Grpc { reason } => format!("grpc ({reason})"),
             Selected::Rdma { device } => format!("rdma (device {})", device.name()),
         }
     }
@@ -69,10 +79,18 @@ pub fn resolve(
     discovery: &Discovery,
     open: impl FnOnce(&DeviceInfo) -> Result<Arc<dyn RdmaDevice>, VerbsError>,
 ) -> Result<Selected, SelectError> {
-    if kind == TransportKind::Tcp {
-        return Ok(Selected::Tcp {
-            reason: "--transport tcp".into(),
-        });
+    match kind {
+        TransportKind::Tcp => {
+            return Ok(Selected::Tcp {
+                reason: "--transport tcp".into(),
+            });
+        }
+        TransportKind::Grpc => {
+            return Ok(Selected::Grpc {
+                reason: "--transport grpc".into(),
+            });
+        }
+        TransportKind::Auto | TransportKind::Rdma => {}
     }
     let first = match discovery {
         Discovery::Found(devices) => devices.first(),
@@ -116,7 +134,10 @@ pub fn select(kind: TransportKind) -> Result<Selected, SelectError> {
 }
 
 /// The store client's transport for `--transport kind`: [`RdmaTransport`] (falling back to
-/// gRPC per node under `auto`) or [`GrpcTransport`].
+/// gRPC per node under `auto`), framed TCP ([`shmdb_store_client::FramedTransport`], gRPC
+/// streams to nodes without a framed endpoint) or [`GrpcTransport`]. `grpc.data_path`
+/// other than `Framed` (`SHMDB_STORAGE_DATA_PATH=stream|unary`) makes `tcp` use gRPC too,
+/// so the same binary can compare them; the in-use metric then says `grpc`.
 pub fn client_transport(
     kind: TransportKind,
     grpc: GrpcConfig,
@@ -124,17 +145,41 @@ pub fn client_transport(
     metrics: TransportMetrics,
 ) -> Result<(Arc<dyn Transport>, Selected), SelectError> {
     let selected = select(kind)?;
-    metrics.set_in_use(selected.name());
     let transport: Arc<dyn Transport> = match &selected {
-        Selected::Tcp { .. } => Arc::new(GrpcTransport::new(grpc)),
-        Selected::Rdma { device } => Arc::new(RdmaTransport::new(
-            device.clone(),
-            RdmaConfig {
-                fallback_to_tcp: kind != TransportKind::Rdma,
-                ..rdma
-            },
-            metrics,
-        )),
+        Selected::Tcp { .. } => {
+            let framed = FramedConfig {
+                connect_timeout: grpc.connect_timeout,
+                request_timeout: grpc.request_timeout,
+                max_frame_bytes: grpc.max_message_size,
+                ..FramedConfig::default()
+            };
+            let in_use = if grpc.data_path == DataPath::Framed {
+                "tcp"
+            } else {
+                "grpc"
+            };
+            metrics.set_in_use(in_use);
+            tcp_transport(grpc.data_path, grpc, framed, metrics.framed.clone())
+        }
+        Selected::Grpc { .. } => {
+            metrics.set_in_use("grpc");
+            let data_path = match grpc.data_path {
+                DataPath::Framed => DataPath::Stream,
+                other => other,
+            };
+            Arc::new(GrpcTransport::new(GrpcConfig { data_path, ..grpc }))
+        }
+        Selected::Rdma { device } => {
+            metrics.set_in_use("rdma");
+            Arc::new(RdmaTransport::new(
+                device.clone(),
+                RdmaConfig {
+                    fallback_to_tcp: kind != TransportKind::Rdma,
+                    ..rdma
+                },
+                metrics,
+            ))
+        }
     };
     Ok((transport, selected))
 }
@@ -191,9 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn tcp_is_used_when_asked_for_even_with_a_device() {
+    fn tcp_and_grpc_are_used_when_asked_for_even_with_a_device() {
         let picked = resolve(TransportKind::Tcp, &found(), fake).expect("tcp");
         assert_eq!(picked.name(), "tcp");
+        let picked = resolve(TransportKind::Grpc, &found(), fake).expect("grpc");
+        assert_eq!(picked.name(), "grpc");
+        assert!(picked.describe().contains("--transport grpc"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! - `tcp`: the gRPC transport with unary calls;
 //! - `tcp_stream`: the gRPC transport with requests multiplexed over `Stream` sessions;
+//! - `tcp_framed`: the framed TCP transport (length-prefixed frames on plain TCP, the
+//!   default data path) against the node's framed listener;
 //! - `rdma_fake`: the RDMA transport and the node's RDMA server over the in-memory verbs
 //!   fabric (everything but the NIC is the production code);
 //! - `rdma_verbs`: the RDMA transport over ibverbs, when the binary has the `rdma` feature
@@ -26,7 +28,10 @@ use shmdb_rdma_transport::{
     Discovery, RdmaConfig, RdmaDevice, RdmaTransport, TransportKind, TransportMetrics,
 };
 use shmdb_storage_node::{NodeConfig, RunningNode};
-use shmdb_store_client::{DataPath, GrpcConfig, GrpcTransport, Transport};
+use shmdb_store_client::framed::metrics::Direction;
+use shmdb_store_client::{
+    DataPath, FramedConfig, FramedMetrics, FramedTransport, GrpcConfig, GrpcTransport, Transport,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -109,6 +114,8 @@ struct Node {
     proxy: Proxy,
     map_version: u64,
     rdma: bool,
+    /// Requests travel on the node's framed listener (the proxy carries only discovery).
+    framed: bool,
     metrics: TransportMetrics,
     _black_hole: Option<JoinHandle<()>>,
 }
@@ -126,6 +133,8 @@ impl NodeUnderTest for Node {
     fn received(&self) -> u64 {
         if self.rdma {
             self.metrics.completions.with_label_values(&["recv"]).get()
+        } else if self.framed {
+            self.metrics.framed.bytes(Direction::Received)
         } else {
             self.proxy.bytes_in.load(Ordering::SeqCst)
         }
@@ -153,7 +162,7 @@ impl Drop for Node {
 
 /// Starts node 1 serving table [`TABLE`]; with `stalled`, its range has a backup that never
 /// answers, so writes hang while reads are served.
-async fn start_node(device: Option<Arc<dyn RdmaDevice>>, stalled: bool) -> Node {
+async fn start_node(device: Option<Arc<dyn RdmaDevice>>, stalled: bool, framed: bool) -> Node {
     let mut config = NodeConfig::local(1, "127.0.0.1:0".parse().expect("addr"));
     config.max_value_bytes = LARGE_VALUE_BYTES + (1 << 20);
     config.replication_timeout = Duration::from_secs(120);
@@ -195,12 +204,14 @@ async fn start_node(device: Option<Arc<dyn RdmaDevice>>, stalled: bool) -> Node 
         proxy,
         map_version: map.version,
         rdma,
+        framed,
         _black_hole: hole,
     }
 }
 
 enum Client {
     Grpc(DataPath),
+    Framed,
     Rdma(Arc<dyn RdmaDevice>, QpConfig),
 }
 
@@ -211,6 +222,8 @@ struct NodeFixture {
     fabric: Option<FakeFabric>,
     /// The gRPC transports handed out, to check which data path carried the traffic.
     grpc: Mutex<Vec<Arc<GrpcTransport>>>,
+    /// The framed transports handed out, likewise.
+    framed: Mutex<Vec<Arc<FramedTransport>>>,
 }
 
 #[async_trait]
@@ -230,6 +243,21 @@ impl Fixture for NodeFixture {
                 self.grpc.lock().push(transport.clone());
                 transport
             }
+            Client::Framed => {
+                let transport = Arc::new(FramedTransport::new(
+                    FramedConfig {
+                        request_timeout,
+                        ..FramedConfig::default()
+                    },
+                    GrpcConfig {
+                        request_timeout,
+                        ..GrpcConfig::default()
+                    },
+                    FramedMetrics::new().expect("metrics"),
+                ));
+                self.framed.lock().push(transport.clone());
+                transport
+            }
             Client::Rdma(device, qp) => Arc::new(RdmaTransport::new(
                 device.clone(),
                 RdmaConfig {
@@ -245,11 +273,13 @@ impl Fixture for NodeFixture {
     }
 
     async fn serving_node(&self) -> Box<dyn NodeUnderTest> {
-        Box::new(start_node(self.server_device.clone(), false).await)
+        let framed = matches!(self.client, Client::Framed);
+        Box::new(start_node(self.server_device.clone(), false, framed).await)
     }
 
     async fn stalled_node(&self) -> Box<dyn NodeUnderTest> {
-        Box::new(start_node(self.server_device.clone(), true).await)
+        let framed = matches!(self.client, Client::Framed);
+        Box::new(start_node(self.server_device.clone(), true, framed).await)
     }
 }
 
@@ -264,8 +294,32 @@ impl NodeFixture {
         if let Client::Grpc(data_path) = &self.client {
             let opened: u64 = self.grpc.lock().iter().map(|t| t.streams_opened()).sum();
             match data_path {
-                DataPath::Stream => assert!(opened > 0, "[{}] no stream was opened", self.name),
+                DataPath::Stream | DataPath::Framed => {
+                    assert!(opened > 0, "[{}] no stream was opened", self.name)
+                }
                 DataPath::Unary => assert_eq!(opened, 0, "[{}] unary opened streams", self.name),
+            }
+        }
+        if let Client::Framed = &self.client {
+            for t in self.framed.lock().iter() {
+                assert!(
+                    t.connections_opened() > 0,
+                    "[{}] no framed connection",
+                    self.name
+                );
+                assert_eq!(
+                    t.metrics().grpc_fallbacks.get(),
+                    0,
+                    "[{}] requests went over gRPC",
+                    self.name
+                );
+                assert!(t.metrics().frames(Direction::Sent) > 0);
+                assert_eq!(
+                    t.grpc().streams_opened(),
+                    0,
+                    "[{}] a gRPC stream carried requests",
+                    self.name
+                );
             }
         }
     }
@@ -278,6 +332,7 @@ fn tcp() -> Option<NodeFixture> {
         client: Client::Grpc(DataPath::Unary),
         fabric: None,
         grpc: Mutex::default(),
+        framed: Mutex::default(),
     })
 }
 
@@ -288,6 +343,18 @@ fn tcp_stream() -> Option<NodeFixture> {
         client: Client::Grpc(DataPath::Stream),
         fabric: None,
         grpc: Mutex::default(),
+        framed: Mutex::default(),
+    })
+}
+
+fn tcp_framed() -> Option<NodeFixture> {
+    Some(NodeFixture {
+        name: "tcp-framed",
+        server_device: None,
+        client: Client::Framed,
+        fabric: None,
+        grpc: Mutex::default(),
+        framed: Mutex::default(),
     })
 }
 
@@ -307,6 +374,7 @@ fn rdma_fake() -> Option<NodeFixture> {
         client: Client::Rdma(device, qp),
         fabric: Some(fabric),
         grpc: Mutex::default(),
+        framed: Mutex::default(),
     })
 }
 
@@ -334,6 +402,7 @@ fn rdma_verbs(check: &str) -> Option<NodeFixture> {
             client: Client::Rdma(device, QpConfig::default()),
             fabric: None,
             grpc: Mutex::default(),
+            framed: Mutex::default(),
         }),
         Err(e) => skip(format!("{} cannot be opened: {e}", info.name)),
     }
@@ -406,5 +475,6 @@ macro_rules! suite {
 
 suite!(tcp_grpc, |_| tcp());
 suite!(tcp_grpc_stream, |_| tcp_stream());
+suite!(tcp_framed, |_| tcp_framed());
 suite!(rdma_fake_fabric, |_| rdma_fake());
 suite!(rdma_verbs_device, rdma_verbs);

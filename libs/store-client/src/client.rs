@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::StoreClientConfig;
 use crate::error::StoreError;
-use crate::grpc::{GrpcConfig, GrpcTransport};
+use crate::framed::metrics::FramedMetrics;
+use crate::framed::{FramedConfig, tcp_transport};
+use crate::grpc::GrpcConfig;
 use crate::map_cache::MapCache;
 use crate::op::{Answer, CondOutcome, Expect, Op, OpOutcome, Retry, Versioned};
 use crate::transport::{Transport, TransportError};
@@ -47,16 +49,31 @@ impl std::fmt::Debug for StoreClient {
 }
 
 impl StoreClient {
-    /// Connects over gRPC: fetches the partition map from the seeds (retrying until the
+    /// Connects over TCP (the data path `config.data_path` names: framed, or gRPC streams
+    /// or unary calls): fetches the partition map from the seeds (retrying until the
     /// deadline while no node has a map yet). Fails with [`StoreError::NoMap`] if none came.
     pub async fn connect(config: StoreClientConfig) -> Result<StoreClient, StoreError> {
-        let transport = GrpcTransport::new(GrpcConfig {
-            connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
-            data_path: config.data_path,
-            ..GrpcConfig::default()
-        });
-        StoreClient::with_transport(config, Arc::new(transport)).await
+        let metrics = FramedMetrics::new().map_err(|e| {
+            StoreError::Transport(TransportError::Rejected(format!(
+                "framed transport metrics: {e}"
+            )))
+        })?;
+        let transport = tcp_transport(
+            config.data_path,
+            GrpcConfig {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                data_path: config.data_path,
+                ..GrpcConfig::default()
+            },
+            FramedConfig {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                ..FramedConfig::default()
+            },
+            metrics,
+        );
+        StoreClient::with_transport(config, transport).await
     }
 
     /// Like [`StoreClient::connect`] over any transport (RDMA later, a fake in tests).

@@ -17,27 +17,33 @@ use tonic::transport::{Channel, Endpoint};
 use crate::session::{OpenError, Route, Sent, Sessions};
 use crate::transport::{Transport, TransportError};
 
-/// How batches and scans travel to storage nodes over gRPC.
+/// How batches and scans travel to storage nodes over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DataPath {
     /// One unary `Batch` / `Scan` call per request: an HTTP/2 stream, headers and a handler
     /// task each. Kept as the fallback and for comparison.
     Unary,
-    /// Requests multiplexed over long-lived `Stream` RPCs, one message each way per request;
-    /// nodes without the method are served with unary calls. The default: it costs a
-    /// fraction of the CPU per request (BENCHMARKS.md, "Streaming transport").
-    #[default]
+    /// Requests multiplexed over long-lived gRPC `Stream` RPCs, one message each way per
+    /// request; nodes without the method are served with unary calls. It costs a fraction
+    /// of the CPU per request of `Unary` (BENCHMARKS.md, "Streaming transport").
     Stream,
+    /// The same messages as `Stream`, length-prefixed on plain TCP connections with no
+    /// HTTP/2 at all ([`FramedTransport`](crate::FramedTransport)); nodes that offer no
+    /// framed endpoint are served with `Stream`. The default: the cheapest per request
+    /// (BENCHMARKS.md, "Framed TCP data path"). A [`GrpcTransport`] given it uses `Stream`.
+    #[default]
+    Framed,
 }
 
-/// The environment variable that overrides the default [`DataPath`] (`unary` or `stream`)
+/// The environment variable that overrides the default [`DataPath`] (`framed`, `stream` or
+/// `unary`)
 /// of every component that builds its transport from defaults: a switch back to unary calls
 /// without a rebuild, and how benchmarks compare the two with the same binaries.
 pub const DATA_PATH_ENV: &str = "SHMDB_STORAGE_DATA_PATH";
 
 impl DataPath {
     /// The data path [`DATA_PATH_ENV`] asks for, or the default when it is unset; a value
-    /// that is neither `unary` nor `stream` is logged and ignored (a process must not fail
+    /// that is none of `framed`, `stream`, `unary` is logged and ignored (a process must not fail
     /// to start over a tuning knob).
     pub fn from_env() -> DataPath {
         match std::env::var(DATA_PATH_ENV) {
@@ -49,11 +55,12 @@ impl DataPath {
         }
     }
 
-    /// The flag spelling (`unary`, `stream`).
+    /// The flag spelling (`unary`, `stream`, `framed`).
     pub fn as_str(self) -> &'static str {
         match self {
             DataPath::Unary => "unary",
             DataPath::Stream => "stream",
+            DataPath::Framed => "framed",
         }
     }
 }
@@ -64,9 +71,9 @@ impl std::fmt::Display for DataPath {
     }
 }
 
-/// A data-path value that is neither `unary` nor `stream`.
+/// A data-path value that is none of `framed`, `stream`, `unary`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown storage data path {0:?}: expected unary or stream")]
+#[error("unknown storage data path {0:?}: expected framed, stream or unary")]
 pub struct UnknownDataPath(pub String);
 
 impl std::str::FromStr for DataPath {
@@ -76,6 +83,7 @@ impl std::str::FromStr for DataPath {
         match s.trim().to_ascii_lowercase().as_str() {
             "unary" => Ok(DataPath::Unary),
             "stream" => Ok(DataPath::Stream),
+            "framed" => Ok(DataPath::Framed),
             _ => Err(UnknownDataPath(s.to_owned())),
         }
     }
@@ -97,8 +105,8 @@ pub struct GrpcConfig {
     pub keepalive_timeout: Duration,
     /// Largest response accepted (a batch of large reads can exceed tonic's 4 MiB default).
     pub max_message_size: usize,
-    /// Unary calls or multiplexed streams for batches and scans; the default follows
-    /// [`DATA_PATH_ENV`] when set.
+    /// Unary calls or multiplexed streams for batches and scans (`Framed` is served as
+    /// `Stream` here); the default follows [`DATA_PATH_ENV`] when set.
     pub data_path: DataPath,
     /// Sessions per storage node with [`DataPath::Stream`], used round-robin (each is one
     /// HTTP/2 stream on the node's one connection, served by its own task on the node).
@@ -346,7 +354,7 @@ enum Streamed {
 
 /// A session answered a request with the wrong kind of answer (a bug on one side); the
 /// request may have been applied.
-fn mismatched(addr: &str, asked: &str, answer: &ResponseBody) -> TransportError {
+pub(crate) fn mismatched(addr: &str, asked: &str, answer: &ResponseBody) -> TransportError {
     let got = match answer {
         ResponseBody::Batch(_) => "a batch answer",
         ResponseBody::Scan(_) => "a scan answer",
@@ -357,7 +365,7 @@ fn mismatched(addr: &str, asked: &str, answer: &ResponseBody) -> TransportError 
 
 /// A request handed back for a unary call is not the kind that was sent (cannot happen:
 /// `on_stream` returns the body it was given).
-fn handed_back(addr: &str, asked: &str) -> TransportError {
+pub(crate) fn handed_back(addr: &str, asked: &str) -> TransportError {
     TransportError::Rejected(format!(
         "{addr}: {asked} request lost on its way to a unary call"
     ))
@@ -385,13 +393,15 @@ impl Transport for GrpcTransport {
     ) -> Result<pb::BatchResponse, TransportError> {
         let req = match self.config.data_path {
             DataPath::Unary => req,
-            DataPath::Stream => match self.on_stream(addr, RequestBody::Batch(req)).await {
-                Streamed::Answer(Ok(ResponseBody::Batch(response))) => return Ok(response),
-                Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "batch", &other)),
-                Streamed::Answer(Err(e)) => return Err(e),
-                Streamed::Unary(RequestBody::Batch(req)) => req,
-                Streamed::Unary(_) => return Err(handed_back(addr, "batch")),
-            },
+            DataPath::Stream | DataPath::Framed => {
+                match self.on_stream(addr, RequestBody::Batch(req)).await {
+                    Streamed::Answer(Ok(ResponseBody::Batch(response))) => return Ok(response),
+                    Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "batch", &other)),
+                    Streamed::Answer(Err(e)) => return Err(e),
+                    Streamed::Unary(RequestBody::Batch(req)) => req,
+                    Streamed::Unary(_) => return Err(handed_back(addr, "batch")),
+                }
+            }
         };
         self.call(addr, |channel, timeout| async move {
             self.storage(channel).batch(request(req, timeout)).await
@@ -406,13 +416,15 @@ impl Transport for GrpcTransport {
     ) -> Result<pb::ScanResponse, TransportError> {
         let req = match self.config.data_path {
             DataPath::Unary => req,
-            DataPath::Stream => match self.on_stream(addr, RequestBody::Scan(req)).await {
-                Streamed::Answer(Ok(ResponseBody::Scan(response))) => return Ok(response),
-                Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "scan", &other)),
-                Streamed::Answer(Err(e)) => return Err(e),
-                Streamed::Unary(RequestBody::Scan(req)) => req,
-                Streamed::Unary(_) => return Err(handed_back(addr, "scan")),
-            },
+            DataPath::Stream | DataPath::Framed => {
+                match self.on_stream(addr, RequestBody::Scan(req)).await {
+                    Streamed::Answer(Ok(ResponseBody::Scan(response))) => return Ok(response),
+                    Streamed::Answer(Ok(other)) => return Err(mismatched(addr, "scan", &other)),
+                    Streamed::Answer(Err(e)) => return Err(e),
+                    Streamed::Unary(RequestBody::Scan(req)) => req,
+                    Streamed::Unary(_) => return Err(handed_back(addr, "scan")),
+                }
+            }
         };
         self.call(addr, |channel, timeout| async move {
             self.storage(channel).scan(request(req, timeout)).await
@@ -428,6 +440,33 @@ impl Transport for GrpcTransport {
                 .await
         })
         .await
+    }
+}
+
+impl GrpcTransport {
+    /// Asks the node at `addr` for the port of its framed TCP data path: `Ok(Ok(port))`,
+    /// or `Ok(Err(why))` when it offers none (a node that predates the method, or one run
+    /// with `--transport grpc`); `Err` when the node could not be asked.
+    pub async fn framed_port(&self, addr: &str) -> Result<Result<u16, String>, TransportError> {
+        let asked = self
+            .call(addr, |channel, timeout| async move {
+                self.storage(channel)
+                    .framed_endpoint(request(pb::FramedEndpointRequest {}, timeout))
+                    .await
+            })
+            .await;
+        match asked {
+            Ok(answer) => match u16::try_from(answer.port) {
+                Ok(port) if port != 0 => Ok(Ok(port)),
+                _ => Ok(Err(format!(
+                    "{addr}: no usable framed port ({})",
+                    answer.port
+                ))),
+            },
+            // Refused as a whole: UNIMPLEMENTED, FAILED_PRECONDITION and the like.
+            Err(TransportError::Rejected(why)) => Ok(Err(why)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -516,14 +555,14 @@ mod tests {
 
     #[test]
     fn data_paths_parse_from_their_flag_spelling_and_reject_others() {
-        for path in [DataPath::Unary, DataPath::Stream] {
+        for path in [DataPath::Unary, DataPath::Stream, DataPath::Framed] {
             assert_eq!(path.as_str().parse::<DataPath>(), Ok(path));
             assert_eq!(path.to_string().parse::<DataPath>(), Ok(path));
         }
         assert_eq!(" STREAM ".parse::<DataPath>(), Ok(DataPath::Stream));
         let err = "grpc".parse::<DataPath>().err();
         assert_eq!(err, Some(UnknownDataPath("grpc".into())));
-        assert!(err.is_some_and(|e| e.to_string().contains("unary or stream")));
+        assert!(err.is_some_and(|e| e.to_string().contains("framed, stream or unary")));
     }
 
     #[tokio::test]

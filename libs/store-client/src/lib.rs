@@ -11,14 +11,16 @@
 //! the client being able to tell (a lost answer followed by a conflict, an increment whose
 //! answer was lost) is reported as `Ambiguous` instead of being retried into a duplicate.
 //!
-//! The network sits behind the [`Transport`] trait (gRPC, [`GrpcTransport`], with batches
-//! and scans multiplexed over long-lived streams or as unary calls, see [`DataPath`]; RDMA
-//! in `shmdb-rdma-transport`), which is also where tests plug in an in-memory cluster.
+//! The network sits behind the [`Transport`] trait: [`FramedTransport`] (length-prefixed
+//! protobuf frames on plain TCP connections, the default), [`GrpcTransport`] (batches and
+//! scans multiplexed over long-lived gRPC streams or as unary calls), see [`DataPath`];
+//! RDMA in `shmdb-rdma-transport`. Tests plug in an in-memory cluster at the same seam.
 
 mod backoff;
 mod client;
 mod config;
 mod error;
+pub mod framed;
 mod grpc;
 mod map_cache;
 mod op;
@@ -29,6 +31,8 @@ mod transport;
 pub use client::StoreClient;
 pub use config::StoreClientConfig;
 pub use error::StoreError;
+pub use framed::metrics::FramedMetrics;
+pub use framed::{FramedConfig, FramedTransport, tcp_transport};
 pub use grpc::{DATA_PATH_ENV, DataPath, GrpcConfig, GrpcTransport, UnknownDataPath};
 pub use op::{CondOutcome, Expect, Op, OpOutcome, Versioned};
 pub use scan::{Item, KeyRange, ScanPage};

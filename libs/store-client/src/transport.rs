@@ -69,7 +69,7 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Which transport a component uses for the storage data path, as chosen by
-/// `--transport auto|tcp|rdma`.
+/// `--transport auto|tcp|grpc|rdma`.
 ///
 /// Lives here, next to [`Transport`], so every binary parses the flag the same way; the
 /// RDMA implementation and the device discovery that resolves `Auto` live in the
@@ -77,21 +77,27 @@ pub trait Transport: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TransportKind {
     /// RDMA when the machine has an RDMA device (and the binary was built with RDMA
-    /// support), TCP otherwise; the choice is logged.
+    /// support), `Tcp` otherwise; the choice is logged.
     #[default]
     Auto,
-    /// gRPC over TCP only.
+    /// Framed TCP ([`FramedTransport`](crate::FramedTransport)): length-prefixed protobuf
+    /// frames on plain TCP connections, gRPC streams to nodes that offer no framed endpoint.
+    /// (`SHMDB_STORAGE_DATA_PATH=stream|unary` makes it gRPC, for comparisons.)
     Tcp,
+    /// gRPC over TCP only (streams, or unary calls with `SHMDB_STORAGE_DATA_PATH=unary`); a
+    /// storage node run with it serves no framed endpoint.
+    Grpc,
     /// RDMA only: starting without a usable RDMA device is an error, not a silent fallback.
     Rdma,
 }
 
 impl TransportKind {
-    /// The flag spelling (`auto`, `tcp`, `rdma`).
+    /// The flag spelling (`auto`, `tcp`, `grpc`, `rdma`).
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::Auto => "auto",
             TransportKind::Tcp => "tcp",
+            TransportKind::Grpc => "grpc",
             TransportKind::Rdma => "rdma",
         }
     }
@@ -103,9 +109,9 @@ impl std::fmt::Display for TransportKind {
     }
 }
 
-/// A `--transport` value that is none of `auto`, `tcp`, `rdma`.
+/// A `--transport` value that is none of `auto`, `tcp`, `grpc`, `rdma`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transport {0:?}: expected auto, tcp or rdma")]
+#[error("unknown transport {0:?}: expected auto, tcp, grpc or rdma")]
 pub struct UnknownTransport(pub String);
 
 impl std::str::FromStr for TransportKind {
@@ -114,7 +120,8 @@ impl std::str::FromStr for TransportKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(TransportKind::Auto),
-            "tcp" | "grpc" => Ok(TransportKind::Tcp),
+            "tcp" | "framed" => Ok(TransportKind::Tcp),
+            "grpc" => Ok(TransportKind::Grpc),
             "rdma" => Ok(TransportKind::Rdma),
             _ => Err(UnknownTransport(s.to_owned())),
         }
@@ -127,17 +134,22 @@ mod kind_tests {
 
     #[test]
     fn transport_kinds_parse_from_their_flag_spelling_and_reject_others() {
-        for kind in [TransportKind::Auto, TransportKind::Tcp, TransportKind::Rdma] {
+        for kind in [
+            TransportKind::Auto,
+            TransportKind::Tcp,
+            TransportKind::Grpc,
+            TransportKind::Rdma,
+        ] {
             assert_eq!(kind.as_str().parse::<TransportKind>(), Ok(kind));
             assert_eq!(kind.to_string().parse::<TransportKind>(), Ok(kind));
         }
         assert_eq!(" RDMA ".parse::<TransportKind>(), Ok(TransportKind::Rdma));
-        assert_eq!("grpc".parse::<TransportKind>(), Ok(TransportKind::Tcp));
+        assert_eq!("framed".parse::<TransportKind>(), Ok(TransportKind::Tcp));
         let err = "infiniband".parse::<TransportKind>().err();
         assert_eq!(err, Some(UnknownTransport("infiniband".into())));
         assert!(
             err.map(|e| e.to_string())
-                .is_some_and(|t| t.contains("auto, tcp or rdma"))
+                .is_some_and(|t| t.contains("auto, tcp, grpc or rdma"))
         );
     }
 }

@@ -55,6 +55,14 @@ impl Storage for FakeNode {
         resp.map(Response::new).map_err(status)
     }
 
+    /// Predates the framed data path too: clients use gRPC.
+    async fn framed_endpoint(
+        &self,
+        _: Request<pb::FramedEndpointRequest>,
+    ) -> Result<Response<pb::FramedEndpointResponse>, Status> {
+        Err(Status::unimplemented("FramedEndpoint"))
+    }
+
     async fn echo(
         &self,
         req: Request<pb::EchoRequest>,

@@ -114,6 +114,14 @@ impl Storage for FakeNode {
         Err(Status::unimplemented("fake"))
     }
 
+    /// A fake without a framed endpoint, as a node that predates it: clients use gRPC.
+    async fn framed_endpoint(
+        &self,
+        _: Request<pb::FramedEndpointRequest>,
+    ) -> Result<Response<pb::FramedEndpointResponse>, Status> {
+        Err(Status::unimplemented("FramedEndpoint"))
+    }
+
     async fn echo(
         &self,
         req: Request<pb::EchoRequest>,

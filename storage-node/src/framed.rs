@@ -1,0 +1,236 @@
+//! The framed TCP data path of a storage node: batches and scans as length-prefixed
+//! `StreamRequest` frames on plain TCP connections, answered by the same code as the gRPC
+//! `Stream` method ([`crate::stream::answer`]), without HTTP/2.
+//!
+//! Why: HTTP/2 and its layers were about half of the server CPU on the data path even with
+//! requests multiplexed over one gRPC stream (BENCHMARKS.md). Clients learn the port with
+//! the `FramedEndpoint` RPC. Each connection runs like a stream: its requests run
+//! concurrently and each is answered, tagged with its id, as soon as it is done; a writer
+//! task puts every answer queued at the time into one socket write. A frame that cannot be
+//! decoded (or announces more than the message limit) closes that connection with a logged
+//! error; nothing a client sends can make the node allocate more than one capped frame per
+//! connection or stop serving others.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
+use shmdb_proto::storage as pb;
+use shmdb_store_client::FramedMetrics;
+use shmdb_store_client::framed::codec::{self, FrameError, FrameReader};
+use shmdb_store_client::framed::metrics::Direction;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::node::Node;
+
+/// The framed listener of a node and its open connections.
+#[derive(Debug)]
+pub struct FramedServer {
+    /// The bound address (its port is what `FramedEndpoint` answers).
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+}
+
+impl FramedServer {
+    /// Serves `node` on `listener` until stopped; `stopping` turning true ends every
+    /// connection once the requests it is running are answered.
+    pub fn start(
+        listener: TcpListener,
+        node: Arc<Node>,
+        max_frame: usize,
+        metrics: FramedMetrics,
+        stopping: watch::Receiver<bool>,
+    ) -> std::io::Result<FramedServer> {
+        let addr = listener.local_addr()?;
+        let connections: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+        let accept = tokio::spawn(accept(
+            listener,
+            node,
+            max_frame,
+            metrics,
+            stopping,
+            connections.clone(),
+        ));
+        Ok(FramedServer {
+            addr,
+            accept,
+            connections,
+        })
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.connections.lock().len()
+    }
+
+    /// Stops accepting; open connections end on their own once the node's stop signal has
+    /// turned true (answering what they are running first).
+    pub fn stop_accepting(&self) {
+        self.accept.abort();
+    }
+
+    /// Drops every connection at once, as a crash would: requests in flight get no answer.
+    pub fn abort(&self) {
+        self.accept.abort();
+        let connections: Vec<_> = self.connections.lock().drain().map(|(_, c)| c).collect();
+        for connection in connections {
+            connection.abort();
+        }
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    node: Arc<Node>,
+    max_frame: usize,
+    metrics: FramedMetrics,
+    stopping: watch::Receiver<bool>,
+    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+) {
+    let next_id = AtomicU64::new(1);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: the listener itself is fine.
+                tracing::warn!(error = %e, "framed data path: accept failed");
+                metrics.connection_errors.inc();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if *stopping.borrow() {
+            continue;
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        // Held while spawning, so the connection's guard removes it only after it is listed.
+        let mut open = connections.lock();
+        let task = tokio::spawn(serve(
+            socket,
+            peer,
+            node.clone(),
+            max_frame,
+            metrics.clone(),
+            stopping.clone(),
+            Registered {
+                id,
+                connections: connections.clone(),
+            },
+        ));
+        open.insert(id, task.abort_handle());
+    }
+}
+
+/// Removes a connection from the server's list when its task ends (or is aborted).
+struct Registered {
+    id: u64,
+    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+    }
+}
+
+/// Aborts the writer task when the connection's task ends, however it ends.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves one connection: reads requests until the client closes its side (or the node
+/// stops), runs them concurrently, and queues each answer for the writer as it is done.
+async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    max_frame: usize,
+    metrics: FramedMetrics,
+    mut stopping: watch::Receiver<bool>,
+    _registered: Registered,
+) {
+    if let Err(e) = socket.set_nodelay(true) {
+        tracing::warn!(%peer, error = %e, "framed data path: TCP_NODELAY not set");
+    }
+    metrics.connections.inc();
+    let _open = OpenConnection(metrics.connections.clone());
+    let (read, write) = socket.into_split();
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel::<pb::StreamResponse>();
+    let writer = tokio::spawn(codec::write_frames(
+        write,
+        answers_rx,
+        max_frame,
+        metrics.clone(),
+    ));
+    let writer_guard = AbortOnDrop(writer.abort_handle());
+    let mut frames = FrameReader::new(read, max_frame);
+    let mut running = FuturesUnordered::new();
+    let mut reading = true;
+    // False once the node's stop signal is gone (a node dropped without shutdown keeps
+    // serving), so the arm below does not fire again and again.
+    let mut watching = true;
+    while reading || !running.is_empty() {
+        tokio::select! {
+            stop = stopping.wait_for(|stop| *stop), if reading && watching => {
+                if stop.is_ok() {
+                    tracing::debug!(%peer, "node stopping: ending a framed connection");
+                    reading = false;
+                } else {
+                    watching = false;
+                }
+            }
+            frame = frames.next::<pb::StreamRequest>(), if reading => match frame {
+                Ok(Some((request, wire))) => {
+                    metrics.count(Direction::Received, 1, wire);
+                    running.push(crate::stream::answer(node.clone(), request, max_frame));
+                }
+                Ok(None) => reading = false,
+                Err(FrameError::Io(e)) => {
+                    // The client went away: nobody is left to read the answers.
+                    tracing::debug!(%peer, error = %e, "framed connection ended by its client");
+                    metrics.connection_errors.inc();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "bad frame from a client; closing its connection");
+                    metrics.connection_errors.inc();
+                    return;
+                }
+            },
+            Some(answer) = running.next(), if !running.is_empty() => {
+                if answers_tx.send(answer).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    // Every answer is queued: let the writer send them and close the connection.
+    drop(answers_tx);
+    match writer.await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "framed connection: last answers not sent")
+        }
+    }
+    drop(writer_guard);
+}
+
+/// Keeps the open-connections gauge while a connection is served.
+struct OpenConnection(prometheus::IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
