@@ -10,7 +10,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use shmdb_proto::storage::{EchoRequest, storage_client::StorageClient};
 use shmdb_store_client::{
-    CondOutcome, DataPath, Expect, GrpcConfig, GrpcTransport, Op, StoreClient, StoreClientConfig,
+    CondOutcome, DataPath, Expect, FramedConfig, FramedMetrics, FramedTransport, GrpcConfig,
+    GrpcTransport, Op, StoreClient, StoreClientConfig, Transport,
 };
 
 use crate::cluster::{ClusterOptions, LocalCluster};
@@ -19,8 +20,8 @@ use crate::cluster::{ClusterOptions, LocalCluster};
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Storage-layer latency (get, put_if at RF 1 and RF 3) against a plain echo RPC with the
-    /// same payload, and batched and concurrent throughput, over unary calls and over
-    /// multiplexed streams side by side.
+    /// same payload, and batched and concurrent throughput, over unary gRPC calls,
+    /// multiplexed gRPC streams and framed TCP side by side.
     Storage(StorageBench),
 }
 
@@ -53,6 +54,9 @@ pub struct StorageBench {
     /// each side by side.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub streams_per_node: Vec<usize>,
+    /// Data paths compared side by side (`unary`, `stream`, `framed`).
+    #[arg(long, value_delimiter = ',', default_value = "unary,stream,framed")]
+    pub data_paths: Vec<DataPath>,
     /// Run storage nodes inside this process instead of as child processes.
     #[arg(long)]
     pub in_process: bool,
@@ -99,14 +103,26 @@ impl std::fmt::Display for Path {
 
 async fn client(cluster: &LocalCluster, path: Path) -> anyhow::Result<StoreClient> {
     let config = StoreClientConfig::with_seeds(cluster.seeds());
-    let transport = GrpcTransport::new(GrpcConfig {
+    let grpc = GrpcConfig {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
         data_path: path.data_path,
         streams_per_node: path.streams,
         ..GrpcConfig::default()
-    });
-    let client = StoreClient::with_transport(config, Arc::new(transport))
+    };
+    let transport: Arc<dyn Transport> = match path.data_path {
+        DataPath::Framed => Arc::new(FramedTransport::new(
+            FramedConfig {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                ..FramedConfig::default()
+            },
+            grpc,
+            FramedMetrics::new()?,
+        )),
+        DataPath::Unary | DataPath::Stream => Arc::new(GrpcTransport::new(grpc)),
+    };
+    let client = StoreClient::with_transport(config, transport)
         .await
         .context("connecting the store client")?;
     // Wait until every replica has its copy and writes commit.
@@ -259,16 +275,26 @@ pub async fn storage(settings: &StorageBench) -> anyhow::Result<String> {
     let rf3 = cluster(3, 3, settings.in_process).await?;
     let probe = CpuProbe::new(&[&rf1, &rf3]);
     let several = settings.streams_per_node.len() > 1;
-    let mut paths = vec![Path {
-        data_path: DataPath::Unary,
-        streams: 1,
-        several,
-    }];
-    paths.extend(settings.streams_per_node.iter().map(|&streams| Path {
-        data_path: DataPath::Stream,
-        streams,
-        several,
-    }));
+    let mut paths = Vec::new();
+    for &data_path in &settings.data_paths {
+        match data_path {
+            DataPath::Stream => {
+                paths.extend(settings.streams_per_node.iter().map(|&streams| Path {
+                    data_path,
+                    streams,
+                    several,
+                }))
+            }
+            DataPath::Unary | DataPath::Framed => paths.push(Path {
+                data_path,
+                streams: 1,
+                several,
+            }),
+        }
+    }
+    if paths.is_empty() {
+        bail!("--data-paths: nothing to measure");
+    }
     let mut c1 = Vec::new();
     let mut c3 = Vec::new();
     for &path in &paths {
