@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::records::MAX_PUBLISH_SLOTS;
+
 /// How a commit manager is run. Every field is a flag and an environment variable, so the
 /// same binary is configured the same way by `shmdb up`, a StatefulSet or a test.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,6 +60,12 @@ pub struct ManagerConfig {
     /// riding every other write; long transactions are never waited for.
     #[arg(long = "group-wait-us", env = "SHMDB_GROUP_WAIT_US", value_parser = micros, default_value = "0")]
     pub group_wait: Duration,
+    /// How many state records this manager writes round-robin (1 to 4): up to this many
+    /// publishes are in flight at once, each conditional on its own record's previous stamp,
+    /// so the next group of commits is written while the previous write is still under way.
+    /// 1 is the single-record behaviour (one store round trip per publish, in a row).
+    #[arg(long, env = "SHMDB_PUBLISH_SLOTS", default_value_t = 2)]
+    pub publish_slots: usize,
     /// How long a start may wait for a tid block before failing (ms).
     #[arg(long = "start-wait-ms", env = "SHMDB_START_WAIT_MS", value_parser = millis, default_value = "5000")]
     pub start_wait: Duration,
@@ -93,6 +101,7 @@ impl ManagerConfig {
             window: 1 << 21,
             max_batch: 4096,
             group_wait: Duration::ZERO,
+            publish_slots: 2,
             start_wait: Duration::from_secs(5),
         }
     }
@@ -116,6 +125,11 @@ impl ManagerConfig {
         }
         if self.max_batch == 0 {
             return Err("--max-start-batch must be positive".into());
+        }
+        if self.publish_slots == 0 || self.publish_slots > MAX_PUBLISH_SLOTS {
+            return Err(format!(
+                "--publish-slots must be between 1 and {MAX_PUBLISH_SLOTS}"
+            ));
         }
         if self.store_seeds.is_empty() {
             return Err("--store-seeds must name at least one storage node".into());

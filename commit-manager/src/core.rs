@@ -35,6 +35,7 @@ use shmdb_snapshot::Snapshot;
 use crate::bits::CommitBits;
 
 pub use heartbeat::RecoveryGroup;
+use publish::Flight;
 pub use publish::{FlushBatch, MergeTicket, PeerState};
 pub use start::StartGrant;
 
@@ -265,8 +266,14 @@ pub struct Core {
     pending: Vec<u64>,
     /// The largest start batch that found too few tids since the last lease (leases cover it).
     wanted: u64,
-    /// Sequence number the next publish will have; a commit is durable once it is published.
+    /// Sequence number the next publish will have; a commit is durable once a publish with
+    /// this or a later sequence number is (every record contains all earlier ones' commits).
     flush_seq: u64,
+    /// The highest sequence number of a publish known durable.
+    durable_seq: u64,
+    /// Publishes prepared and not yet made durable by themselves or a later one, in sequence
+    /// order (several are in flight when the manager writes more than one record slot).
+    flights: VecDeque<Flight>,
     /// Own committed tids (what this manager publishes).
     own_committed: CommitBits,
     /// Own and merged committed tids above the base (what snapshots are cut from).
@@ -316,6 +323,8 @@ impl Core {
             pending: Vec::new(),
             wanted: 0,
             flush_seq: 1,
+            durable_seq: 0,
+            flights: VecDeque::new(),
             own_committed: CommitBits::new(counter.saturating_add(1)),
             all_committed: CommitBits::new(0),
             commits_version: 0,

@@ -73,6 +73,7 @@ pub mod error;
 pub mod log_recovery;
 pub mod manager;
 pub mod metrics;
+pub mod records;
 pub mod server;
 pub mod service;
 pub mod session;

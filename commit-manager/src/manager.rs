@@ -1,12 +1,15 @@
 //! A running commit manager: the [`Core`] state machine plus the background work that ties
-//! it to the store — leasing tid blocks, publishing state (group commit), merging the other
-//! managers' state, and recovering transactions of silent processing nodes.
+//! it to the store — leasing tid blocks, publishing state (group commit, up to one write in
+//! flight per record slot, see [`crate::records`]), merging the other managers' state, and
+//! recovering transactions of silent processing nodes.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use prost::Message;
 use shmdb_placement::tables;
@@ -20,26 +23,23 @@ use crate::config::ManagerConfig;
 use crate::core::{Core, CoreConfig, CoreStatus, FlushBatch, PeerState, RecoveryGroup, StartGrant};
 use crate::error::{ManagerError, Refusal, StartError};
 use crate::metrics::{CoreStatusCounters, ManagerMetrics};
+use crate::records::{MAX_PUBLISH_SLOTS, newest_per_manager, record_order, slot_key};
+pub use crate::records::{STATE_PREFIX, state_key};
 use shmdb_commit_client::{Recovery, RecoveryRequest};
 
 /// Key of the tid counter in table `COMMIT`.
 pub const COUNTER_KEY: &[u8] = b"tid-counter";
-/// Prefix of every manager's published state in table `COMMIT`.
-pub const STATE_PREFIX: &[u8] = b"manager/";
-
-/// The key a manager publishes its state under: prefix + big-endian id, so a prefix scan
-/// returns managers in id order.
-pub fn state_key(manager_id: u64) -> Bytes {
-    let mut key = STATE_PREFIX.to_vec();
-    key.extend_from_slice(&manager_id.to_be_bytes());
-    Bytes::from(key)
-}
 
 /// Times the publisher yields to other tasks before taking a group of commits.
 const GROUP_YIELDS: usize = 3;
 
 /// Most managers one merge reads.
 const MAX_MANAGERS: usize = 1024;
+
+/// How often start-up reads and claims the record slots before giving up: a claim fails
+/// only when another instance with the same id wrote in between, and that instance is
+/// fenced off by the claims already made, so a second round normally succeeds.
+const CLAIM_ROUNDS: u32 = 5;
 
 /// How far publishes have got, watched by commits waiting to be acknowledged.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +78,9 @@ pub struct Manager {
     lease_wake: Notify,
     tids_ready: Notify,
     durable: watch::Sender<Durable>,
-    stamp: Mutex<u64>,
+    /// What the next write of each record slot must expect: the stamp of our last write
+    /// there (every slot is claimed at start-up, so none is absent afterwards).
+    slots: Mutex<Vec<Expect>>,
     counters: Mutex<CoreStatusCounters>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -103,6 +105,10 @@ impl Manager {
     /// Registers (first start) or restores (restart) this manager in the store, reads the
     /// other managers once, leases a first tid block and starts the background tasks. The
     /// manager is ready to serve when this returns.
+    ///
+    /// Restoring reads every record slot and takes the newest; before anything is served,
+    /// every slot is claimed (see [`crate::records`], "Why a stale instance stays fenced
+    /// off"), so an older instance still running under this id can no longer publish.
     pub async fn open(
         cfg: ManagerConfig,
         address: String,
@@ -118,39 +124,21 @@ impl Manager {
             heartbeat_timeout: cfg.heartbeat_timeout,
             max_batch: cfg.max_batch,
         };
-        let key = state_key(cfg.manager_id);
-        let (core, expect) = match store.get(tables::COMMIT, key.clone()).await? {
-            Some(found) => {
-                let state = ManagerState::decode(found.value.as_ref()).map_err(|e| {
-                    ManagerError::BadState {
-                        manager: cfg.manager_id,
-                        message: e.to_string(),
-                    }
-                })?;
-                let mut core = Core::new(core_cfg, 0);
-                core.restore(&state, Instant::now())
-                    .map_err(|e| ManagerError::BadState {
-                        manager: cfg.manager_id,
-                        message: e.to_string(),
-                    })?;
-                tracing::info!(
-                    manager = cfg.manager_id,
-                    incarnation = core.incarnation(),
-                    reserved = state.reserved,
-                    base = state.base,
-                    running = core.status().running,
-                    "restored commit manager state"
-                );
-                (core, Expect::Stamp(found.stamp))
-            }
-            None => {
-                let counter = read_counter(&store).await?;
-                tracing::info!(
-                    manager = cfg.manager_id,
-                    counter,
-                    "registering commit manager"
-                );
-                (Core::new(core_cfg, counter), Expect::Absent)
+        let mut round = 0;
+        let (core, slots) = loop {
+            round += 1;
+            match claim_slots(&store, core_cfg.clone(), &address).await {
+                Ok(claimed) => break claimed,
+                Err(ClaimError::Lost) if round < CLAIM_ROUNDS => {
+                    tracing::warn!(
+                        manager = cfg.manager_id,
+                        round,
+                        "another instance wrote this manager's state during start-up; reading it again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(round))).await;
+                }
+                Err(ClaimError::Lost) => return Err(ManagerError::Fenced(cfg.manager_id)),
+                Err(ClaimError::Failed(e)) => return Err(e),
             }
         };
         let (stop, _) = watch::channel(false);
@@ -167,17 +155,16 @@ impl Manager {
             lease_wake: Notify::new(),
             tids_ready: Notify::new(),
             durable: watch::channel(Durable::default()).0,
-            stamp: Mutex::new(0),
+            slots: Mutex::new(slots),
             counters: Mutex::new(CoreStatusCounters::default()),
             stop,
             tasks: Mutex::new(Vec::new()),
         });
-        // The first publish claims the key: registers a new manager, or fences off any
-        // older instance of a restarted one (its next publish fails on the stamp).
-        manager.publish_once(expect).await?;
+        // The first record of this incarnation (the claims only copied the old one).
+        manager.publish_once(0).await?;
         manager.merge_once().await?;
         manager.lease_until_satisfied().await;
-        manager.publish_once(manager.expect_current()).await?;
+        manager.publish_once(1 % manager.cfg.publish_slots).await?;
         manager.spawn_tasks();
         manager.health.set_ready();
         Ok(manager)
@@ -205,10 +192,6 @@ impl Manager {
 
     fn fatal(&self) -> Option<Arc<str>> {
         self.durable.borrow().fatal.clone()
-    }
-
-    fn expect_current(&self) -> Expect {
-        Expect::Stamp(*self.stamp.lock())
     }
 
     /// Begins `count` transactions of `node` sharing one snapshot; waits (up to the start
@@ -372,15 +355,50 @@ impl Manager {
 
     /// Publishes whenever commits or leased blocks wait, and at least every interval (so
     /// the running list, floor and lav proposal others read stay fresh). One store write per
-    /// group: commits arriving while a write is in flight ride the next one.
+    /// group: commits arriving while the writes are in flight ride the next one. With K
+    /// record slots (`--publish-slots`) up to K writes are in flight, one per slot, each
+    /// conditional on its slot's previous stamp: the next group goes as soon as a slot is
+    /// free instead of waiting for the previous write to return.
     async fn publisher(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(1);
+        let mut free: VecDeque<usize> = (0..self.cfg.publish_slots).collect();
+        let mut flights = FuturesUnordered::new();
         loop {
-            tokio::select! {
-                _ = self.flush_wake.notified() => {}
-                _ = tokio::time::sleep(self.cfg.publish_interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            let done = if free.is_empty() {
+                tokio::select! {
+                    Some(done) = flights.next() => Some(done),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    Some(done) = flights.next(), if !flights.is_empty() => Some(done),
+                    _ = self.flush_wake.notified() => None,
+                    _ = tokio::time::sleep(self.cfg.publish_interval) => None,
+                }
+            };
+            if let Some((slot, result)) = done {
+                match result {
+                    Ok(()) => backoff = Duration::from_millis(1),
+                    Err(ManagerError::Fenced(id)) => {
+                        tracing::error!(
+                            manager = id,
+                            "fenced: another instance owns this manager id; stopping"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, slot, "publishing the manager state failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        self.flush_wake.notify_one();
+                    }
+                }
+                free.push_back(slot);
+                self.metrics.publishes_in_flight.set(flights.len() as i64);
+                continue;
             }
             // Let the handlers already running on this runtime register their commits
             // first: a larger group per store write, for the cost of a few task switches.
@@ -388,22 +406,14 @@ impl Manager {
                 tokio::task::yield_now().await;
             }
             self.gather_group().await;
-            match self.publish_once(self.expect_current()).await {
-                Ok(()) => backoff = Duration::from_millis(1),
-                Err(ManagerError::Fenced(id)) => {
-                    tracing::error!(
-                        manager = id,
-                        "fenced: another instance owns this manager id; stopping"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing the manager state failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                    self.flush_wake.notify_one();
-                }
+            let Some(slot) = free.pop_front() else {
+                continue;
+            };
+            match self.prepare_publish() {
+                Ok(batch) => flights.push(self.write_publish(slot, batch)),
+                Err(_) => return,
             }
+            self.metrics.publishes_in_flight.set(flights.len() as i64);
         }
     }
 
@@ -440,19 +450,34 @@ impl Manager {
         }
     }
 
-    /// One publish: write the state, then make its commits visible and acknowledge them.
-    async fn publish_once(&self, expect: Expect) -> Result<(), ManagerError> {
+    /// One publish into record slot `slot`, waited for (start-up uses it; the publisher
+    /// overlaps [`Manager::write_publish`]s instead).
+    async fn publish_once(&self, slot: usize) -> Result<(), ManagerError> {
+        let batch = self.prepare_publish()?;
+        self.write_publish(slot, batch).await.1
+    }
+
+    /// Takes the pending commits and blocks into the next record, unless fenced.
+    fn prepare_publish(&self) -> Result<FlushBatch, ManagerError> {
         if self.fatal().is_some() {
             return Err(ManagerError::Fenced(self.cfg.manager_id));
         }
-        let batch = self.core.lock().prepare_flush(&self.address, unix_ms());
+        Ok(self.core.lock().prepare_flush(&self.address, unix_ms()))
+    }
+
+    /// Writes a prepared record into `slot` (conditional on that slot's stamp), then makes
+    /// its commits — and those of every earlier outstanding publish — visible and
+    /// acknowledges them. Returns the slot with the outcome, for the publisher to free it.
+    async fn write_publish(
+        &self,
+        slot: usize,
+        batch: FlushBatch,
+    ) -> (usize, Result<(), ManagerError>) {
+        let expect = self.slots.lock()[slot];
         let value = Bytes::from(batch.state.encode_to_vec());
         let started = Instant::now();
-        let key = state_key(self.cfg.manager_id);
-        let written = self
-            .store
-            .put_if(tables::COMMIT, key.clone(), value, expect)
-            .await;
+        let key = slot_key(self.cfg.manager_id, slot);
+        let written = self.store.put_if(tables::COMMIT, key, value, expect).await;
         self.metrics
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -465,22 +490,22 @@ impl Manager {
                     .inc();
                 self.core.lock().flush_failed(batch);
                 self.fence();
-                return Err(ManagerError::Fenced(self.cfg.manager_id));
+                return (slot, Err(ManagerError::Fenced(self.cfg.manager_id)));
             }
             Err(e) if e.is_ambiguous() => {
                 self.metrics
                     .publish_failures
                     .with_label_values(&["ambiguous"])
                     .inc();
-                match self.resolve_ambiguous_publish(&batch, expect).await {
+                match self.resolve_ambiguous_publish(slot, &batch, expect).await {
                     Ok(Some(stamp)) => stamp,
                     Ok(None) => {
                         self.core.lock().flush_failed(batch);
-                        return Err(ManagerError::Store(e));
+                        return (slot, Err(ManagerError::Store(e)));
                     }
                     Err(err) => {
                         self.core.lock().flush_failed(batch);
-                        return Err(err);
+                        return (slot, Err(err));
                     }
                 }
             }
@@ -490,29 +515,30 @@ impl Manager {
                     .with_label_values(&["store"])
                     .inc();
                 self.core.lock().flush_failed(batch);
-                return Err(ManagerError::Store(e));
+                return (slot, Err(ManagerError::Store(e)));
             }
         };
-        *self.stamp.lock() = stamp;
+        self.slots.lock()[slot] = Expect::Stamp(stamp);
         self.core.lock().flush_succeeded(&batch);
         self.durable.send_modify(|d| d.seq = d.seq.max(batch.seq));
         if batch.blocks > 0 {
             self.tids_ready.notify_waiters();
         }
-        Ok(())
+        (slot, Ok(()))
     }
 
-    /// After an ambiguous publish: re-read the key. Our record there means it was applied
+    /// After an ambiguous publish: re-read the slot. Our record there means it was applied
     /// (returns its stamp); the previous stamp still there means it was not (`None`); anything
     /// else means another instance wrote it (fenced).
     async fn resolve_ambiguous_publish(
         &self,
+        slot: usize,
         batch: &FlushBatch,
         expect: Expect,
     ) -> Result<Option<u64>, ManagerError> {
         let found = self
             .store
-            .get(tables::COMMIT, state_key(self.cfg.manager_id))
+            .get(tables::COMMIT, slot_key(self.cfg.manager_id, slot))
             .await?;
         let Some(found) = found else {
             if expect == Expect::Absent {
@@ -560,8 +586,9 @@ impl Manager {
         }
     }
 
-    /// One merge round. If any record cannot be read the whole round is skipped: ignoring a
-    /// manager would ignore its floor and let the base pass its running transactions.
+    /// One merge round: every manager's newest record (of its slots). If any record cannot
+    /// be read the whole round is skipped: ignoring a manager would ignore its floor and let
+    /// the base pass its running transactions.
     async fn merge_once(&self) -> Result<(), ManagerError> {
         let ticket = self.core.lock().merge_start();
         let counter = match read_counter(&self.store).await {
@@ -576,17 +603,23 @@ impl Manager {
             .scan(
                 tables::COMMIT,
                 KeyRange::prefix(Bytes::from_static(STATE_PREFIX)),
-                MAX_MANAGERS,
+                MAX_MANAGERS * MAX_PUBLISH_SLOTS,
             )
             .await?;
-        let mut peers = Vec::with_capacity(items.len());
+        let mut states = Vec::with_capacity(items.len());
         for item in items {
             let state =
                 ManagerState::decode(item.value.as_ref()).map_err(|e| ManagerError::BadState {
                     manager: 0,
                     message: format!("key {:?}: {e}", item.key),
                 })?;
-            let peer = PeerState::from_state(&state).map_err(|e| ManagerError::BadState {
+            states.push(state);
+        }
+        // Each manager's record slots hold its last few publishes: its newest is its state.
+        let states = newest_per_manager(states);
+        let mut peers = Vec::with_capacity(states.len());
+        for state in &states {
+            let peer = PeerState::from_state(state).map_err(|e| ManagerError::BadState {
                 manager: state.manager_id,
                 message: e.to_string(),
             })?;
@@ -715,6 +748,106 @@ impl Manager {
             }
         }
     }
+}
+
+/// Why claiming the record slots at start-up did not succeed.
+#[derive(Debug)]
+enum ClaimError {
+    /// A slot changed between our read and our claim (another instance wrote it), or a
+    /// claim's outcome is unknown: read everything again and start over.
+    Lost,
+    /// The store failed otherwise, or a record cannot be decoded.
+    Failed(ManagerError),
+}
+
+impl From<StoreError> for ClaimError {
+    fn from(e: StoreError) -> ClaimError {
+        ClaimError::Failed(ManagerError::Store(e))
+    }
+}
+
+/// Reads every record slot of this manager, builds the core from the newest record (or
+/// registers it when there is none) and claims every slot `0..MAX_PUBLISH_SLOTS`, each
+/// conditional on what was read there. Returns the core and what each slot's next write
+/// must expect.
+///
+/// A restarted manager claims with a verbatim copy of the newest record it read; a new one
+/// with its registration record, which is then its first durable publish. See
+/// [`crate::records`] for why this fences every older instance off and why a claim round
+/// that fails half way loses nothing.
+async fn claim_slots(
+    store: &StoreClient,
+    core_cfg: CoreConfig,
+    address: &str,
+) -> Result<(Core, Vec<Expect>), ClaimError> {
+    let id = core_cfg.manager_id;
+    let bad = |message: String| {
+        ClaimError::Failed(ManagerError::BadState {
+            manager: id,
+            message,
+        })
+    };
+    let mut found = Vec::with_capacity(MAX_PUBLISH_SLOTS);
+    for slot in 0..MAX_PUBLISH_SLOTS {
+        found.push(store.get(tables::COMMIT, slot_key(id, slot)).await?);
+    }
+    let mut records = Vec::new();
+    for (slot, versioned) in found.iter().enumerate() {
+        if let Some(versioned) = versioned {
+            let state = ManagerState::decode(versioned.value.as_ref())
+                .map_err(|e| bad(format!("slot {slot}: {e}")))?;
+            records.push((state, versioned.value.clone()));
+        }
+    }
+    let newest = records.iter().max_by_key(|(state, _)| record_order(state));
+    let (core, claim, registration) = match newest {
+        Some((state, bytes)) => {
+            let mut core = Core::new(core_cfg, 0);
+            core.restore(state, Instant::now())
+                .map_err(|e| bad(e.to_string()))?;
+            tracing::info!(
+                manager = id,
+                incarnation = core.incarnation(),
+                restored_seq = state.seq,
+                records = records.len(),
+                reserved = state.reserved,
+                base = state.base,
+                running = core.status().running,
+                "restored commit manager state from its newest record"
+            );
+            (core, bytes.clone(), None)
+        }
+        None => {
+            let counter = read_counter(store).await?;
+            tracing::info!(manager = id, counter, "registering commit manager");
+            let mut core = Core::new(core_cfg, counter);
+            let batch = core.prepare_flush(address, unix_ms());
+            let bytes = Bytes::from(batch.state.encode_to_vec());
+            (core, bytes, Some(batch))
+        }
+    };
+    let mut slots = Vec::with_capacity(MAX_PUBLISH_SLOTS);
+    for (slot, versioned) in found.iter().enumerate() {
+        let expect = versioned
+            .as_ref()
+            .map_or(Expect::Absent, |v| Expect::Stamp(v.stamp));
+        match store
+            .put_if(tables::COMMIT, slot_key(id, slot), claim.clone(), expect)
+            .await
+        {
+            Ok(CondOutcome::Written { stamp }) => slots.push(Expect::Stamp(stamp)),
+            Ok(CondOutcome::Conflict { .. }) | Ok(CondOutcome::Checked) => {
+                return Err(ClaimError::Lost);
+            }
+            Err(e) if e.is_ambiguous() => return Err(ClaimError::Lost),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut core = core;
+    if let Some(batch) = registration {
+        core.flush_succeeded(&batch);
+    }
+    Ok((core, slots))
 }
 
 impl Drop for Manager {

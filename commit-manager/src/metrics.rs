@@ -40,6 +40,9 @@ pub struct ManagerMetrics {
     pub group_waits: IntCounterVec,
     /// Publish failures, by kind.
     pub publish_failures: IntCounterVec,
+    /// Publishes written and not yet answered (at most `--publish-slots`): shows whether the
+    /// overlap of publishes is used.
+    pub publishes_in_flight: IntGauge,
     /// Merge rounds completed.
     pub merges: IntCounter,
     /// Tid blocks leased.
@@ -104,6 +107,10 @@ impl ManagerMetrics {
                 "shmdb_commit_publish_failures_total",
                 "Failed publishes, by kind",
                 &["kind"],
+            )?,
+            publishes_in_flight: registry.register_int_gauge(
+                "shmdb_commit_publishes_in_flight",
+                "Publishes written to the store and not yet answered",
             )?,
             merges: registry.register_int_counter(
                 "shmdb_commit_merges_total",

@@ -29,12 +29,29 @@ pub struct MergeTicket {
 pub struct FlushBatch {
     /// Commits acknowledged once this publish is durable wait for this sequence number.
     pub seq: u64,
-    /// The commits this publish makes durable.
+    /// The commits taken into this publish (earlier ones' commits are in its record too).
     pub commits: Vec<u64>,
-    /// How many leased blocks (from the front of the reserving list) it records.
+    /// How many leased blocks it records (issued from once it is durable).
     pub blocks: usize,
     /// The record.
     pub state: ManagerState,
+}
+
+/// What the core remembers of a prepared publish until it, or a later one, is durable.
+///
+/// Why kept here and not only in the [`FlushBatch`] the writer holds: with several record
+/// slots, publish N+1 may be durable before N returns (or after N failed). Its record holds
+/// N's commits too, so they must become visible and acknowledged with it; the core finds
+/// them here.
+#[derive(Debug)]
+pub(crate) struct Flight {
+    seq: u64,
+    /// The commits taken into it.
+    commits: Vec<u64>,
+    /// The leased blocks its record names (the reserving list when it was prepared).
+    blocks: Vec<TidBlock>,
+    /// Its write failed (not applied); a later publish must carry its commits.
+    failed: bool,
 }
 
 /// Another manager's published state, decoded for merging.
@@ -73,7 +90,9 @@ impl PeerState {
 
 impl Core {
     /// Takes the pending commits and leased blocks into a record to publish. The caller
-    /// writes it and then calls [`Core::flush_succeeded`] or [`Core::flush_failed`].
+    /// writes it and then calls [`Core::flush_succeeded`] or [`Core::flush_failed`]. Several
+    /// may be in flight at once (one per record slot); each record is complete, so it makes
+    /// every earlier one's commits durable too.
     pub fn prepare_flush(&mut self, address: &str, unix_ms: u64) -> FlushBatch {
         let seq = self.flush_seq;
         self.flush_seq += 1;
@@ -125,6 +144,12 @@ impl Core {
             address: address.to_owned(),
             published_unix_ms: unix_ms,
         };
+        self.flights.push_back(Flight {
+            seq,
+            commits: commits.clone(),
+            blocks: self.reserving.clone(),
+            failed: false,
+        });
         FlushBatch {
             seq,
             commits,
@@ -133,30 +158,54 @@ impl Core {
         }
     }
 
-    /// The publish is durable: its commits become visible, its blocks may be issued from.
+    /// The publish is durable: its commits, and those of every earlier publish still
+    /// outstanding (its record contains them), become visible; the blocks it names may be
+    /// issued from. A publish that returns after a later one was already durable changes
+    /// nothing: everything it carried was applied with that later one.
     pub fn flush_succeeded(&mut self, batch: &FlushBatch) {
-        self.group.durable(batch.commits.len() as u64, self.issued);
-        let mut changed = false;
-        for &tid in &batch.commits {
-            if self.txns.remove(&tid).is_some() {
-                self.stats.commits += 1;
-            }
-            changed |= self.all_committed.set(tid);
+        self.stats.publishes += 1;
+        if batch.seq <= self.durable_seq {
+            return;
         }
+        self.durable_seq = batch.seq;
+        let mut acked = 0u64;
+        let mut changed = false;
+        let mut named = Vec::new();
+        while self.flights.front().is_some_and(|f| f.seq <= batch.seq) {
+            let Some(flight) = self.flights.pop_front() else {
+                break;
+            };
+            acked += flight.commits.len() as u64;
+            for tid in flight.commits {
+                if self.txns.remove(&tid).is_some() {
+                    self.stats.commits += 1;
+                }
+                changed |= self.all_committed.set(tid);
+            }
+            // Each flight names the reserving list of its time; the last one (this batch's)
+            // names every block of the earlier ones that is not active yet.
+            named = flight.blocks;
+        }
+        self.group.durable(acked, self.issued);
         if changed {
             self.commits_version += 1;
         }
-        let blocks = batch.blocks.min(self.reserving.len());
-        for block in self.reserving.drain(..blocks).collect::<Vec<_>>() {
-            if self.active.is_empty() {
-                self.next_tid = block.start;
+        if !named.is_empty() {
+            let (durable, still): (Vec<TidBlock>, Vec<TidBlock>) = self
+                .reserving
+                .iter()
+                .partition(|block| named.contains(block));
+            self.reserving = still;
+            for block in durable {
+                if self.active.is_empty() {
+                    self.next_tid = block.start;
+                }
+                self.active.push_back(block);
+                self.history.push_back(block);
             }
-            self.active.push_back(block);
-            self.history.push_back(block);
         }
         self.published_base = self.published_base.max(batch.state.base);
         self.published_proposal = batch.state.lav_proposal;
-        self.stats.publishes += 1;
         // Own commits at or below every published base (ours included, which the next
         // publish carries again) are visible to everyone through the base: stop publishing.
         let prune = self
@@ -176,17 +225,28 @@ impl Core {
     }
 
     /// The publish failed (it was not applied, or it is unknown whether it was and the caller
-    /// will retry): its commits go back to the pending list and wait for the next one.
+    /// will retry). Its commits stay outstanding: the next publish that becomes durable —
+    /// one already in flight, prepared after it, or a new one — makes them durable, since
+    /// its record contains them (sequence numbers are never reused, so commits waiting for
+    /// this one are acknowledged by any later one).
     pub fn flush_failed(&mut self, batch: FlushBatch) {
-        let mut commits = batch.commits;
-        commits.append(&mut self.pending);
-        self.pending = commits;
-        self.flush_seq = batch.seq;
+        if let Some(flight) = self.flights.iter_mut().find(|f| f.seq == batch.seq) {
+            flight.failed = true;
+        }
     }
 
-    /// Whether anything waits for a publish (commits or leased blocks).
+    /// Whether anything waits for a publish: commits not yet taken into one, leased blocks
+    /// not yet durable, or commits of a failed publish that no later publish in flight
+    /// carries.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.reserving.is_empty()
+        !self.pending.is_empty()
+            || !self.reserving.is_empty()
+            || self.flights.back().is_some_and(|f| f.failed)
+    }
+
+    /// Publishes prepared and not yet made durable (by themselves or a later one).
+    pub fn publishes_outstanding(&self) -> usize {
+        self.flights.len()
     }
 
     /// The sequence number of the publish that will make current pending commits durable.
@@ -270,7 +330,8 @@ impl Core {
         self.stats.merges += 1;
     }
 
-    /// Rebuilds the state of a restarted manager from its last published record: the same
+    /// Rebuilds the state of a restarted manager from its newest published record (the
+    /// newest of its record slots, see [`crate::records`]): the same
     /// committed set, no tid of its old blocks handed out again, and every tid that may have
     /// been running (listed, or issued after the last publish) kept as running until a
     /// heartbeat claims it or recovery ends it.
@@ -286,6 +347,7 @@ impl Core {
         self.commits_version += 1;
         self.incarnation = state.incarnation + 1;
         self.state_seq = 0;
+        self.flights.clear();
         self.reserved = self.reserved.max(state.reserved);
         self.issued = self.reserved;
         self.base = self.base.max(state.base);

@@ -404,3 +404,116 @@ fn an_idle_manager_gives_up_its_block_so_the_other_base_moves_on() {
         "the counter was read while a lease was under way"
     );
 }
+
+#[test]
+fn a_later_publish_durable_first_makes_the_earlier_ones_commits_visible() {
+    let now = Instant::now();
+    let mut core = core_with_block(1, 1, 100);
+    let (t1, _, _) = core.start(1, now).expect("start");
+    let (t2, _, _) = core.start(1, now).expect("start");
+    let wait1 = core.commit(t1).expect("commit");
+    let first = core.prepare_flush("test", 0);
+    let wait2 = core.commit(t2).expect("commit");
+    let second = core.prepare_flush("test", 0);
+    assert_eq!((first.seq, second.seq), (wait1, wait2));
+    assert!(wait2 > wait1);
+    assert_eq!(core.publishes_outstanding(), 2);
+    // The second record holds t1 as well: it is complete, not a delta.
+    let restored_from_second = {
+        let mut c = Core::new(config(1), 0);
+        c.restore(&second.state, now).expect("restore");
+        c
+    };
+    assert_eq!(
+        restored_from_second.finished_refusal(t1),
+        Refusal::AlreadyCommitted(t1)
+    );
+    // The second write returns first: both commits become visible with it.
+    core.flush_succeeded(&second);
+    let (_, snap, _) = core.start(1, now).expect("start");
+    assert!(snap.snapshot().is_visible(t1) && snap.snapshot().is_visible(t2));
+    assert_eq!(core.stats().commits, 2);
+    assert_eq!(core.publishes_outstanding(), 0);
+    // The first returns late: nothing changes, nothing is counted twice.
+    let before = core.status();
+    core.flush_succeeded(&first);
+    let after = core.status();
+    assert_eq!(after.stats.commits, 2);
+    assert_eq!((before.base, before.running), (after.base, after.running));
+    assert!(!core.has_pending());
+}
+
+#[test]
+fn a_failed_publish_is_covered_by_a_later_one_without_reusing_its_sequence_number() {
+    let now = Instant::now();
+    let mut core = core_with_block(1, 1, 100);
+    let (t1, _, _) = core.start(1, now).expect("start");
+    let (t2, _, _) = core.start(1, now).expect("start");
+    let wait1 = core.commit(t1).expect("commit");
+    let first = core.prepare_flush("test", 0);
+    let (t3, _, _) = core.start(1, now).expect("start");
+    core.commit(t3).expect("commit");
+    let second = core.prepare_flush("test", 0);
+    // The first write fails while the second is in flight: the second carries t1.
+    core.flush_failed(first);
+    assert!(!core.has_pending(), "the publish in flight covers it");
+    core.flush_failed(second);
+    assert!(
+        core.has_pending(),
+        "nothing in flight covers the failed commits"
+    );
+    let (_, snap, _) = core.start(1, now).expect("start");
+    assert!(!snap.snapshot().is_visible(t1), "not durable");
+    assert_eq!(
+        core.commit(t1),
+        Ok(core.next_flush_seq()),
+        "still committing"
+    );
+    // A third publish makes both failed ones' commits durable; its sequence number is new,
+    // so commits waiting for the first one's are acknowledged by it.
+    let third = core.prepare_flush("test", 0);
+    assert!(third.seq > wait1);
+    assert!(
+        third.commits.is_empty(),
+        "the commits stay with their publishes"
+    );
+    core.flush_succeeded(&third);
+    let (_, snap, _) = core.start(1, now).expect("start");
+    assert!(snap.snapshot().is_visible(t1) && snap.snapshot().is_visible(t3));
+    assert!(!snap.snapshot().is_visible(t2));
+    assert_eq!(core.commit(t1), Err(Refusal::AlreadyCommitted(t1)));
+    assert!(!core.has_pending());
+}
+
+#[test]
+fn blocks_are_issued_from_only_once_a_record_naming_them_is_durable() {
+    let now = Instant::now();
+    let mut core = core_with_block(1, 1, 2);
+    core.start(1, now).expect("start");
+    core.start(1, now).expect("start");
+    core.add_leased(TidBlock { start: 11, end: 12 });
+    let first = core.prepare_flush("test", 0);
+    core.add_leased(TidBlock { start: 21, end: 22 });
+    let second = core.prepare_flush("test", 0);
+    assert_eq!((first.blocks, second.blocks), (1, 2));
+    // The first record (naming only 11..=12) is durable: that block, not the other.
+    core.flush_succeeded(&first);
+    let tids: Vec<u64> = (0..2)
+        .map(|_| core.start(1, now).map(|r| r.0).expect("start"))
+        .collect();
+    assert_eq!(tids, vec![11, 12]);
+    assert_eq!(core.start(1, now).map(|r| r.0), Err(StartError::NoTids));
+    core.flush_succeeded(&second);
+    assert_eq!(core.start(1, now).map(|r| r.0), Ok(21));
+    // A late success of an older record after a newer one activates nothing twice.
+    core.add_leased(TidBlock { start: 31, end: 32 });
+    let third = core.prepare_flush("test", 0);
+    let fourth = core.prepare_flush("test", 0);
+    core.flush_succeeded(&fourth);
+    core.flush_succeeded(&third);
+    let tids: Vec<u64> = (0..3)
+        .map(|_| core.start(1, now).map(|r| r.0).expect("start"))
+        .collect();
+    assert_eq!(tids, vec![22, 31, 32]);
+    assert_eq!(core.start(1, now).map(|r| r.0), Err(StartError::NoTids));
+}
