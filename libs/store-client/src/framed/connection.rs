@@ -257,6 +257,9 @@ async fn read_answers(
                 }
             }
             Ok(None) => {
+                // Nodes close connections only when they stop: a failure for this client.
+                shared.metrics.connection_errors.inc();
+                tracing::debug!(addr, "the node closed the framed connection");
                 break TransportError::Lost(format!(
                     "{addr}: the node closed the framed connection"
                 ));
