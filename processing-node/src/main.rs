@@ -61,8 +61,9 @@ struct Cli {
     /// stale index entries, old transaction-log entries); 0 turns them off.
     #[arg(long, env = "SHMDB_GC_INTERVAL_SECS", default_value_t = node::DEFAULT_GC_INTERVAL.as_secs())]
     gc_interval_secs: u64,
-    /// Data path to the storage nodes: `auto` (RDMA when a device is present, else TCP),
-    /// `tcp`, or `rdma` (fails at start without a device).
+    /// Data path to the storage nodes: `auto` (RDMA when a device is present, else framed
+    /// TCP), `tcp` (length-prefixed frames on plain TCP; gRPC to nodes without it), `grpc`
+    /// (gRPC streams only), or `rdma` (fails at start without a device).
     #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
     transport: TransportKind,
     /// Log format: human or json.

@@ -39,7 +39,8 @@ pub struct NodeConfig {
     /// How often the background garbage collector sweeps rows, index entries and the
     /// transaction log (`None`: never — only for tests that run sweeps themselves).
     pub gc_interval: Option<Duration>,
-    /// The data path to the storage nodes: RDMA where the pod has a device (`Auto`), or TCP.
+    /// The data path to the storage nodes: RDMA where the pod has a device (`Auto`), else
+    /// framed TCP (`Tcp`), or gRPC only (`Grpc`).
     pub transport: TransportKind,
 }
 

@@ -57,7 +57,7 @@ pub struct SqlOptions {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The processing nodes' data path to the storage nodes: `auto` (RDMA when a device is
-    /// present, else TCP), `tcp` or `rdma`.
+    /// present, else framed TCP), `tcp` (framed TCP), `grpc` (gRPC streams only) or `rdma`.
     #[arg(long, env = "SHMDB_TRANSPORT", default_value_t = TransportKind::Auto)]
     pub transport: TransportKind,
 }
