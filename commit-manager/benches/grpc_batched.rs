@@ -8,7 +8,8 @@
 //! Environment: `BENCH_UNARY` (unary batches instead of sessions), `BENCH_IN_FLIGHT` (unary
 //! calls in flight per kind), `BENCH_GROUP_WAIT_US` (the manager's group wait),
 //! `BENCH_SPLIT` (storage node in its own process, clients on their own runtime),
-//! `BENCH_INPROC` (the same load through `Manager` without gRPC).
+//! `BENCH_INPROC` (the same load through `Manager` without gRPC), `BENCH_PUBLISH_SLOTS` (the
+//! manager's record slots, i.e. publishes in flight; default 2, 1 = one write at a time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +61,13 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
     {
         cfg.group_wait = Duration::from_micros(us);
     }
+    if let Some(slots) = std::env::var("BENCH_PUBLISH_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.publish_slots = slots;
+    }
+    let slots = cfg.publish_slots;
     let manager =
         shmdb_commit_manager::start_with_store(cfg, store, Arc::new(NoWritesRecovery)).await?;
     let addr = manager.addr.to_string();
@@ -109,6 +117,11 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    let publish_time = &manager.manager.metrics().publish_seconds;
+    let (write_sum_before, write_count_before) = (
+        publish_time.get_sample_sum(),
+        publish_time.get_sample_count(),
+    );
     let before = manager.manager.status();
     let count_before = done.load(Ordering::Relaxed);
     let began = Instant::now();
@@ -116,6 +129,8 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
     let count = done.load(Ordering::Relaxed) - count_before;
     let elapsed = began.elapsed().as_secs_f64();
     let after = manager.manager.status();
+    let write_us = (publish_time.get_sample_sum() - write_sum_before) * 1e6
+        / (publish_time.get_sample_count() - write_count_before).max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for handle in handles {
         handle.await??;
@@ -127,7 +142,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         waits.with_label_values(&["timeout"]).get(),
     );
     println!(
-        "grpc: {tasks} concurrent clients over {clients} CommitClients: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write), snapshot {} bytes; group waits: {complete} complete, {timeout} timed out",
+        "grpc: {tasks} concurrent clients over {clients} CommitClients, {slots} publish slots: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write, {write_us:.0} µs per write), snapshot {} bytes; group waits: {complete} complete, {timeout} timed out",
         count as f64 / elapsed,
         (after.stats.commits - before.stats.commits) as f64 / publishes.max(1) as f64,
         after.snapshot_bytes

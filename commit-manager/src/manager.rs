@@ -36,10 +36,13 @@ const GROUP_YIELDS: usize = 3;
 /// Most managers one merge reads.
 const MAX_MANAGERS: usize = 1024;
 
-/// How often start-up reads and claims the record slots before giving up: a claim fails
-/// only when another instance with the same id wrote in between, and that instance is
-/// fenced off by the claims already made, so a second round normally succeeds.
-const CLAIM_ROUNDS: u32 = 5;
+/// How often start-up claims the record slots before giving up (see [`claim_slots`]).
+const CLAIM_ROUNDS: u32 = 3;
+
+/// How often one slot is read and written back before the claim round is given up: a write
+/// back fails only when an older instance wrote the slot in between, and that instance is
+/// fenced off at its next write to a slot already claimed.
+const CLAIM_ATTEMPTS_PER_SLOT: u32 = 50;
 
 /// How far publishes have got, watched by commits waiting to be acknowledged.
 #[derive(Debug, Clone, Default)]
@@ -753,8 +756,8 @@ impl Manager {
 /// Why claiming the record slots at start-up did not succeed.
 #[derive(Debug)]
 enum ClaimError {
-    /// A slot changed between our read and our claim (another instance wrote it), or a
-    /// claim's outcome is unknown: read everything again and start over.
+    /// A slot kept changing between our read and our write-back (another instance kept
+    /// writing it): start over after a pause.
     Lost,
     /// The store failed otherwise, or a record cannot be decoded.
     Failed(ManagerError),
@@ -766,15 +769,19 @@ impl From<StoreError> for ClaimError {
     }
 }
 
-/// Reads every record slot of this manager, builds the core from the newest record (or
-/// registers it when there is none) and claims every slot `0..MAX_PUBLISH_SLOTS`, each
-/// conditional on what was read there. Returns the core and what each slot's next write
-/// must expect.
+/// Claims every record slot `0..MAX_PUBLISH_SLOTS` of this manager, then builds the core
+/// from the newest record (or registers the manager when it has none). Returns the core and
+/// what each slot's next write must expect.
 ///
-/// A restarted manager claims with a verbatim copy of the newest record it read; a new one
-/// with its registration record, which is then its first durable publish. See
-/// [`crate::records`] for why this fences every older instance off and why a claim round
-/// that fails half way loses nothing.
+/// Each slot is read and at once written back verbatim, conditional on the stamp just read
+/// (an absent slot gets a copy of slot 0's record; an absent slot 0 means a new manager,
+/// and gets its registration record, which is then its first durable publish). A conflict
+/// means an older instance wrote the slot in between: read it again and retry. Once a slot
+/// is claimed, an older instance can no longer write it (stamps are never reused), so it is
+/// fenced at its next write there and the remaining slots stop changing; when every slot is
+/// claimed, what was written back is the final content of every slot, and its newest record
+/// holds every commit an older instance acknowledged. See [`crate::records`] for why copies
+/// (not the new incarnation's state) are written.
 async fn claim_slots(
     store: &StoreClient,
     core_cfg: CoreConfig,
@@ -787,66 +794,73 @@ async fn claim_slots(
             message,
         })
     };
-    let mut found = Vec::with_capacity(MAX_PUBLISH_SLOTS);
-    for slot in 0..MAX_PUBLISH_SLOTS {
-        found.push(store.get(tables::COMMIT, slot_key(id, slot)).await?);
-    }
-    let mut records = Vec::new();
-    for (slot, versioned) in found.iter().enumerate() {
-        if let Some(versioned) = versioned {
-            let state = ManagerState::decode(versioned.value.as_ref())
-                .map_err(|e| bad(format!("slot {slot}: {e}")))?;
-            records.push((state, versioned.value.clone()));
-        }
-    }
-    let newest = records.iter().max_by_key(|(state, _)| record_order(state));
-    let (core, claim, registration) = match newest {
-        Some((state, bytes)) => {
-            let mut core = Core::new(core_cfg, 0);
-            core.restore(state, Instant::now())
-                .map_err(|e| bad(e.to_string()))?;
-            tracing::info!(
-                manager = id,
-                incarnation = core.incarnation(),
-                restored_seq = state.seq,
-                records = records.len(),
-                reserved = state.reserved,
-                base = state.base,
-                running = core.status().running,
-                "restored commit manager state from its newest record"
-            );
-            (core, bytes.clone(), None)
-        }
-        None => {
-            let counter = read_counter(store).await?;
-            tracing::info!(manager = id, counter, "registering commit manager");
-            let mut core = Core::new(core_cfg, counter);
-            let batch = core.prepare_flush(address, unix_ms());
-            let bytes = Bytes::from(batch.state.encode_to_vec());
-            (core, bytes, Some(batch))
-        }
-    };
     let mut slots = Vec::with_capacity(MAX_PUBLISH_SLOTS);
-    for (slot, versioned) in found.iter().enumerate() {
-        let expect = versioned
-            .as_ref()
-            .map_or(Expect::Absent, |v| Expect::Stamp(v.stamp));
-        match store
-            .put_if(tables::COMMIT, slot_key(id, slot), claim.clone(), expect)
-            .await
-        {
-            Ok(CondOutcome::Written { stamp }) => slots.push(Expect::Stamp(stamp)),
-            Ok(CondOutcome::Conflict { .. }) | Ok(CondOutcome::Checked) => {
+    let mut records: Vec<(ManagerState, Bytes)> = Vec::with_capacity(MAX_PUBLISH_SLOTS);
+    let mut registration: Option<(Core, FlushBatch)> = None;
+    for slot in 0..MAX_PUBLISH_SLOTS {
+        let key = slot_key(id, slot);
+        let mut attempts = 0;
+        let stamp = loop {
+            attempts += 1;
+            if attempts > CLAIM_ATTEMPTS_PER_SLOT {
                 return Err(ClaimError::Lost);
             }
-            Err(e) if e.is_ambiguous() => return Err(ClaimError::Lost),
-            Err(e) => return Err(e.into()),
-        }
+            let found = store.get(tables::COMMIT, key.clone()).await?;
+            let mut fresh = None;
+            let (value, expect) = match (found, records.first()) {
+                (Some(found), _) => (found.value, Expect::Stamp(found.stamp)),
+                (None, Some((_, first))) => (first.clone(), Expect::Absent),
+                (None, None) => {
+                    let counter = read_counter(store).await?;
+                    let mut core = Core::new(core_cfg.clone(), counter);
+                    let batch = core.prepare_flush(address, unix_ms());
+                    let value = Bytes::from(batch.state.encode_to_vec());
+                    fresh = Some((core, batch));
+                    (value, Expect::Absent)
+                }
+            };
+            match store
+                .put_if(tables::COMMIT, key.clone(), value.clone(), expect)
+                .await
+            {
+                Ok(CondOutcome::Written { stamp }) => {
+                    let state = ManagerState::decode(value.as_ref())
+                        .map_err(|e| bad(format!("slot {slot}: {e}")))?;
+                    if fresh.is_some() {
+                        registration = fresh;
+                    }
+                    records.push((state, value));
+                    break stamp;
+                }
+                // Written by someone else since our read, or unknown whether our write was
+                // applied: read the slot again.
+                Ok(CondOutcome::Conflict { .. }) | Ok(CondOutcome::Checked) => {}
+                Err(e) if e.is_ambiguous() => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        slots.push(Expect::Stamp(stamp));
     }
-    let mut core = core;
-    if let Some(batch) = registration {
+    if let Some((mut core, batch)) = registration {
+        tracing::info!(manager = id, "registered commit manager");
         core.flush_succeeded(&batch);
+        return Ok((core, slots));
     }
+    let Some((state, _)) = records.iter().max_by_key(|(state, _)| record_order(state)) else {
+        return Err(bad("no record claimed".into()));
+    };
+    let mut core = Core::new(core_cfg, 0);
+    core.restore(state, Instant::now())
+        .map_err(|e| bad(e.to_string()))?;
+    tracing::info!(
+        manager = id,
+        incarnation = core.incarnation(),
+        restored_seq = state.seq,
+        reserved = state.reserved,
+        base = state.base,
+        running = core.status().running,
+        "restored commit manager state from its newest record"
+    );
     Ok((core, slots))
 }
 

@@ -26,21 +26,23 @@
 //!   the previous record is, and nothing that record lacks was acknowledged.
 //!
 //! # Why a stale instance stays fenced off
-//! A restarted instance reads every slot (value and stamp, or absent) and, before it serves
-//! anything, *claims* every slot `0..MAX_PUBLISH_SLOTS` — not only the K it will use, since
-//! the old instance may have run with a larger K, and a slot it never wrote would accept its
-//! write conditional on "absent" — by writing into each a verbatim copy of the newest record
-//! it read, conditional on what it read there. Stamps are never reused, so once every claim
-//! succeeded each further write of the old instance fails on its stamp, in whichever slot,
-//! and the old instance stops (fenced) without acknowledging anything more. If a claim
-//! fails, the old instance wrote after the read: the new instance reads again and starts
-//! over. Claims copy the old newest record instead of writing the new incarnation's state
-//! so that a claim round that fails half way leaves only the old instance's records in the
-//! store (a copy has the same `(incarnation, seq)` and content as its original): the newest
-//! is still the old instance's newest, and no record of the new incarnation hides a commit
-//! the old one acknowledged in a slot the claim did not reach. The new incarnation's own
-//! records follow only after every claim succeeded.
-//!
+//! Before a restarted instance serves anything it *claims* every slot
+//! `0..MAX_PUBLISH_SLOTS` — not only the K it will use: the old instance may have run with a
+//! larger K, and a slot it never wrote would accept its write conditional on "absent". A
+//! claim reads the slot and at once writes back what it read, conditional on the stamp it
+//! read (an absent slot gets a copy of slot 0's record); if the old instance wrote in
+//! between, the write-back fails and the slot is read and claimed again. Stamps are never
+//! reused, so once a slot is claimed every later write of the old instance to it fails, and
+//! the old instance stops at its first such failure (fenced) without acknowledging anything
+//! more; the slots claimed later are read after their last successful write. When every slot
+//! is claimed, the written-back records are therefore the final content of every slot, and
+//! the newest of them — what the new instance restores — holds every commit the old
+//! instance acknowledged. Claims write back the old records, not the new incarnation's
+//! state, so that a claim that stops half way (the process dies, the store fails) leaves
+//! only the old instance's records: the newest is still its newest, and no record of the new
+//! incarnation hides a commit the old one acknowledged in a slot the claim did not reach.
+//! The new incarnation's own records follow only after every claim succeeded.
+
 //! # Format compatibility
 //! Slot 0 is the key of the single-record format (`manager/<id>`), and the other slots
 //! append one byte, so every record still lies under `manager/`. A store written by an

@@ -11,21 +11,6 @@ use shmdb_proto::commit::commit_manager_client::CommitManagerClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// A minimal HTTP/1.1 GET returning the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let raw = String::from_utf8(raw)?;
-    Ok(raw
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
-}
-
 /// The parts of the status that a refused request must leave alone.
 fn fingerprint(s: &pb::StatusResponse) -> (u64, u64, u64, u64, u64, u64) {
     (s.next_tid, s.base, s.running, s.starts, s.commits, s.aborts)
@@ -166,7 +151,7 @@ async fn unknown_and_finished_tids_are_refused_without_state_change() -> anyhow:
         "/metrics to show the starts",
         Duration::from_secs(5),
         || async {
-            let text = http_get(metrics_addr, "/metrics").await.ok()?;
+            let text = common::http_get(metrics_addr, "/metrics").await.ok()?;
             text.contains(r#"shmdb_commit_starts_total{manager="1"} 3"#)
                 .then_some(text)
         },

@@ -1,6 +1,11 @@
 //! SIGKILL of a commit manager process under load, then a restart under the same id: no tid
 //! is handed out twice, no acknowledged commit is forgotten, and clients fail over to the
 //! other manager while it is down.
+//!
+//! The killed manager writes two record slots (`--publish-slots 2`) and is killed while its
+//! metrics show two publishes in flight: whichever of them landed, the restart (with one
+//! slot, so the number of slots may change across a restart) finds every acknowledged
+//! commit in the newest record.
 
 mod common;
 
@@ -85,7 +90,19 @@ async fn sigkilled_manager_restarts_without_reusing_tids_or_forgetting_commits()
     let store = common::store().await?;
     let seeds = store.cluster.seeds();
     let (addr_a, addr_b) = (common::free_addr()?, common::free_addr()?);
-    let mut a = common::spawn_manager(1, addr_a, &seeds).await?;
+    let metrics_a = common::free_addr()?;
+    let mut a = common::spawn_manager_with(
+        1,
+        addr_a,
+        &seeds,
+        &[
+            "--publish-slots",
+            "2",
+            "--metrics-listen",
+            &metrics_a.to_string(),
+        ],
+    )
+    .await?;
     let b = common::spawn_manager(2, addr_b, &seeds).await?;
     let managers = vec![addr_a.to_string(), addr_b.to_string()];
 
@@ -115,7 +132,18 @@ async fn sigkilled_manager_restarts_without_reusing_tids_or_forgetting_commits()
     })
     .await?;
 
-    // Phase 1: SIGKILL manager 1 mid-load; clients preferring it fail over to manager 2.
+    // Phase 1: SIGKILL manager 1 mid-load, with two publishes in flight; clients preferring
+    // it fail over to manager 2.
+    common::wait_for(
+        "two publishes in flight at manager 1",
+        Duration::from_secs(20),
+        || async {
+            let text = common::http_get(metrics_a, "/metrics").await.ok()?;
+            let in_flight = common::metric_value(&text, "shmdb_commit_publishes_in_flight")?;
+            (in_flight >= 2.0).then_some(())
+        },
+    )
+    .await?;
     record.phase.store(1, Ordering::SeqCst);
     a.start_kill()?;
     a.wait().await?;
@@ -149,7 +177,8 @@ async fn sigkilled_manager_restarts_without_reusing_tids_or_forgetting_commits()
     .await?;
 
     // Phase 2: restart manager 1 under the same id and address; it resumes from the store.
-    let restarted = common::spawn_manager(1, addr_a, &seeds).await?;
+    let restarted =
+        common::spawn_manager_with(1, addr_a, &seeds, &["--publish-slots", "1"]).await?;
     record.phase.store(2, Ordering::SeqCst);
     // Clients that failed over stay with manager 2; new processing nodes that prefer the
     // restarted manager load it.

@@ -136,7 +136,12 @@ async fn restore_takes_the_newest_record_whichever_slot_holds_it() -> anyhow::Re
     for ((id, case, order, _), c) in cases.iter().zip(&crashes) {
         match order.as_slice() {
             [older_slot, newer_slot] => {
-                place(&store, *id, &[(*older_slot, &c.older), (*newer_slot, &c.newer)]).await?
+                place(
+                    &store,
+                    *id,
+                    &[(*older_slot, &c.older), (*newer_slot, &c.newer)],
+                )
+                .await?
             }
             [older_slot] => place(&store, *id, &[(*older_slot, &c.older)]).await?,
             _ => place(&store, *id, &[(0, &c.newer)]).await?,
@@ -169,7 +174,10 @@ async fn restore_takes_the_newest_record_whichever_slot_holds_it() -> anyhow::Re
         // Every slot was claimed and the new incarnation's records follow the old newest.
         let restored_from = if *newer_landed { &c.newer } else { &c.older };
         let after = slots(&store, *id).await?;
-        assert!(after.iter().all(Option::is_some), "{case}: all slots claimed");
+        assert!(
+            after.iter().all(Option::is_some),
+            "{case}: all slots claimed"
+        );
         let newest = after
             .iter()
             .flatten()

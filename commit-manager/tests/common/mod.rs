@@ -94,15 +94,53 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(probe.local_addr()?)
 }
 
+/// A minimal HTTP/1.1 GET returning the body (for /metrics).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8(raw)?;
+    Ok(raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+/// The value of the first sample of `metric` in a Prometheus text exposition.
+pub fn metric_value(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Starts the `commit-manager` binary (small tid blocks, 1.5 s heartbeat timeout) and waits
 /// until it answers. Killed when the handle is dropped.
 pub async fn spawn_manager(id: u64, addr: SocketAddr, seeds: &[String]) -> anyhow::Result<Child> {
+    spawn_manager_with(id, addr, seeds, &[]).await
+}
+
+/// As [`spawn_manager`], with extra command-line arguments.
+pub async fn spawn_manager_with(
+    id: u64,
+    addr: SocketAddr,
+    seeds: &[String],
+    extra: &[&str],
+) -> anyhow::Result<Child> {
     let child = Command::new(env!("CARGO_BIN_EXE_commit-manager"))
         .args(["--manager-id", &id.to_string()])
         .args(["--listen", &addr.to_string()])
         .args(["--store-seeds", &seeds.join(",")])
         .args(["--tid-block", "100"])
         .args(["--heartbeat-timeout-ms", "1500"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
