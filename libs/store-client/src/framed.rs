@@ -291,7 +291,12 @@ impl FramedTransport {
         let asked = tokio::time::timeout_at(deadline, self.grpc.framed_port(addr)).await;
         let port = match asked {
             Ok(Ok(port)) => port,
-            Ok(Err(e)) => return Err(e),
+            // Whatever became of the question, the request itself was not sent.
+            Ok(Err(e)) => {
+                return Err(TransportError::Unreachable(format!(
+                    "asking for the framed endpoint: {e}"
+                )));
+            }
             Err(_) => {
                 return Err(TransportError::Unreachable(format!(
                     "{addr}: no framed endpoint learned within {:?}",

@@ -34,6 +34,8 @@ struct FakeNode {
     framed_port: Arc<Mutex<Option<u16>>>,
     unary: Arc<AtomicU64>,
     asked: Arc<AtomicU64>,
+    /// Never answer `FramedEndpoint` (a node hung before it could say).
+    hang_discovery: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn answer(key: &Bytes) -> pb::BatchResponse {
@@ -86,7 +88,11 @@ impl Storage for FakeNode {
         _: Request<pb::FramedEndpointRequest>,
     ) -> Result<Response<pb::FramedEndpointResponse>, Status> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        match *self.framed_port.lock() {
+        if self.hang_discovery.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let port = *self.framed_port.lock();
+        match port {
             Some(port) => Ok(Response::new(pb::FramedEndpointResponse {
                 port: u32::from(port),
             })),
@@ -505,4 +511,30 @@ async fn a_request_over_the_frame_limit_is_rejected_without_touching_the_connect
         .expect("still connected");
     assert_eq!(found(&response), Some(Bytes::from_static(b"after")));
     assert_eq!(t.connections_opened(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_that_times_out_leaves_the_request_unsent() {
+    let harness = Harness::start(true).await;
+    harness.node.hang_discovery.store(true, Ordering::SeqCst);
+    // The gRPC question times out (a gRPC `Timeout`) well before the request's own deadline.
+    let t = FramedTransport::new(
+        FramedConfig {
+            request_timeout: Duration::from_secs(5),
+            ..FramedConfig::default()
+        },
+        GrpcConfig {
+            request_timeout: Duration::from_millis(200),
+            ..GrpcConfig::default()
+        },
+        FramedMetrics::new().expect("metrics"),
+    );
+    let err = t
+        .batch(&harness.addr, get("k"))
+        .await
+        .expect_err("no endpoint learned");
+    // The write never left: safe to retry, never ambiguous.
+    assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+    assert!(!err.may_have_been_applied());
+    assert_eq!(harness.framed().received.load(Ordering::SeqCst), 0);
 }
