@@ -15,6 +15,7 @@ use crate::sql::error::SqlError;
 use crate::sql::exec::{Exec, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::{Plan, QueryPlan, ScanNode};
+use crate::sql::rebase::UpdateRebase;
 use crate::sql::txn_error;
 use crate::sql::types::{Column, PgType};
 use crate::sql::value::assign;
@@ -413,7 +414,7 @@ fn not_null_error(meta: &TableMeta, col: usize) -> SqlError {
     )
 }
 
-fn check_not_null(meta: &TableMeta, row: &[Datum]) -> Result<(), SqlError> {
+pub(crate) fn check_not_null(meta: &TableMeta, row: &[Datum]) -> Result<(), SqlError> {
     for (i, c) in meta.columns.iter().enumerate() {
         if (c.not_null || meta.primary_key.contains(&i)) && row.get(i).is_none_or(Datum::is_null) {
             return Err(not_null_error(meta, i));
@@ -568,6 +569,11 @@ impl Exec<'_> {
         let meta = p.table.clone();
         let def = meta.def();
         let rows = self.run(&Plan::Scan(p.scan.clone())).await?;
+        // READ COMMITTED: an update whose outcome depends only on the row may be re-applied
+        // onto a newer version at commit instead of failing it (`txn::rebase`).
+        let rebase = (!delete && self.tx.is_read_committed())
+            .then(|| UpdateRebase::for_plan(p, self.params, self.now))
+            .flatten();
         let mut count = 0u64;
         let mut returned = Vec::new();
         for old in rows {
@@ -608,7 +614,15 @@ impl Exec<'_> {
                 }
             }
             check_not_null(&meta, &new)?;
-            match self.tx.update(&def, &pk, new.clone()).await {
+            let updated = match &rebase {
+                Some(rebase) => {
+                    self.tx
+                        .update_rebasable(&def, &pk, new.clone(), rebase.clone())
+                        .await
+                }
+                None => self.tx.update(&def, &pk, new.clone()).await,
+            };
+            match updated {
                 Ok(()) => {
                     count += 1;
                     self.returning_row(&p.returning, &new, &mut returned)?;

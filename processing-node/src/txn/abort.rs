@@ -48,13 +48,13 @@ impl Transaction {
     /// background until it succeeds: the tid cannot be reported aborted before its versions
     /// are gone (the abort invariant), and it must not stay running either, or its versions
     /// would block every writer of those records and lav would never pass it. The caller
-    /// gets `error` either way: the transaction did not commit.
+    /// gets `error` back either way: the transaction did not commit.
     pub(crate) async fn abort_after(
-        mut self,
+        &mut self,
         applied: Vec<StoreKey>,
         relog: bool,
         error: TxnError,
-    ) -> Result<(), TxnError> {
+    ) -> TxnError {
         self.state = State::Aborted;
         let cleanup = Cleanup {
             engine: self.engine.clone(),
@@ -67,7 +67,32 @@ impl Transaction {
             warn!(tid = self.tid, error = %failure, "undoing an aborted commit failed; retrying in the background");
             tokio::spawn(cleanup.retry());
         }
-        Err(error)
+        error
+    }
+
+    /// Undoes one commit attempt that is to be run again (under another tid): the applied
+    /// versions removed, the log entry aborted, the tid aborted at its manager. If that
+    /// fails it goes on in the background, as for [`Transaction::abort_after`], and the
+    /// caller fails the transaction.
+    pub(crate) async fn undo_attempt(&mut self, applied: Vec<StoreKey>) -> Result<(), TxnError> {
+        if let Some(shared) = &self.engine.shared {
+            for key in self.writes.keys() {
+                shared.invalidate(key);
+            }
+        }
+        let cleanup = Cleanup {
+            engine: self.engine.clone(),
+            tid: self.tid,
+            applied,
+            write_set: self.writes.keys().cloned().collect(),
+            relog: false,
+        };
+        if let Err(failure) = cleanup.run().await {
+            warn!(tid = self.tid, error = %failure, "undoing a commit attempt failed; retrying in the background");
+            tokio::spawn(cleanup.retry());
+            return Err(failure);
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use crate::record::{Record, Version};
 use crate::txn::buffer::{BufferEntry, unit_counter_key, with_tid};
 use crate::txn::error::TxnError;
 use crate::txn::log::{LogEntry, LogStatus, write_spill};
+use crate::txn::rebase::{REBASE_RESTARTS, Rebased};
 use crate::txn::transaction::{Pending, State, StoreKey, Transaction};
 
 impl Transaction {
@@ -23,6 +24,26 @@ impl Transaction {
             self.state = State::Committed;
             return self.engine.manager.commit(self.tid).await;
         }
+        let mut restarts = 0;
+        loop {
+            let attempt = self.try_commit(restarts < REBASE_RESTARTS).await?;
+            match attempt {
+                Attempt::Committed => return Ok(()),
+                Attempt::Restart(applied) => {
+                    restarts += 1;
+                    if let Err(e) = self.restart_under_fresh_tid(applied).await {
+                        self.state = State::Aborted;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt at the commit under the current tid. `may_restart`: a re-applied update
+    /// that needs a larger tid ends the attempt with [`Attempt::Restart`] (undone by the
+    /// caller) instead of a serialization failure.
+    async fn try_commit(&mut self, may_restart: bool) -> Result<Attempt, TxnError> {
         // Versions are ordered by tid, and READ COMMITTED statements may have based writes on
         // versions newer than this transaction's tid: it then commits under a tid taken now,
         // above every version it read. (Nothing was written under the first one yet.)
@@ -61,14 +82,14 @@ impl Transaction {
             Ok(CondOutcome::Written { stamp }) => stamp,
             Ok(_) => {
                 return self
-                    .abort_after(Vec::new(), false, TxnError::Recovered)
+                    .abort_with(Vec::new(), false, TxnError::Recovered)
                     .await;
             }
-            Err(e) => return self.abort_after(Vec::new(), false, e.into()).await,
+            Err(e) => return self.abort_with(Vec::new(), false, e.into()).await,
         };
         // 2. Every changed record, conditionally on the stamp read, in one batch.
         if let Err(e) = self.fetch_all(&write_set).await {
-            return self.abort_after(Vec::new(), false, e).await;
+            return self.abort_with(Vec::new(), false, e).await;
         }
         let lav = self.engine.lav.load(Ordering::Relaxed).max(self.lav);
         let mut ops = Vec::with_capacity(write_set.len());
@@ -82,12 +103,12 @@ impl Transaction {
                 .write_conflict(self.tid, |t| read.snapshot.is_visible(t))
             {
                 return self
-                    .abort_after(Vec::new(), false, TxnError::SerializationFailure)
+                    .abort_with(Vec::new(), false, TxnError::SerializationFailure)
                     .await;
             }
             let record = match self.with_own_version(read.record.clone(), pending, lav) {
                 Ok(record) => record,
-                Err(e) => return self.abort_after(Vec::new(), false, e).await,
+                Err(e) => return self.abort_with(Vec::new(), false, e).await,
             };
             let expect = read.stamp.map_or(Expect::Absent, Expect::Stamp);
             ops.push(Op::put_if(
@@ -102,7 +123,7 @@ impl Transaction {
             Ok(results) => results,
             // Only a missing map fails a whole batch, before anything is sent; undo looks
             // anyway, as for an ambiguous write.
-            Err(e) => return self.abort_after(write_set, false, e.into()).await,
+            Err(e) => return self.abort_with(write_set, false, e.into()).await,
         };
         let mut applied: Vec<StoreKey> = Vec::new();
         let mut failure: Option<TxnError> = None;
@@ -138,9 +159,8 @@ impl Transaction {
                 }
             }
         }
-        if failure.is_none()
-            && !changed_since_read.is_empty()
-            && let Err(e) = self
+        if failure.is_none() && !changed_since_read.is_empty() {
+            match self
                 .rewrite_changed(
                     &write_set,
                     changed_since_read,
@@ -150,8 +170,12 @@ impl Transaction {
                     &mut applied,
                 )
                 .await
-        {
-            failure = Some(e);
+            {
+                Ok(Rewrite::Done) => {}
+                Ok(Rewrite::Restart) if may_restart => return Ok(Attempt::Restart(applied)),
+                Ok(Rewrite::Restart) => failure = Some(TxnError::SerializationFailure),
+                Err(e) => failure = Some(e),
+            }
         }
         if let Some(error) = failure {
             if let Some(shared) = &self.engine.shared {
@@ -159,7 +183,7 @@ impl Transaction {
                     shared.invalidate(key);
                 }
             }
-            return self.abort_after(applied, false, error).await;
+            return self.abort_with(applied, false, error).await;
         }
         // 3. Index entries, cache-unit counters and the commit flag.
         let mut ops: Vec<Op> = self
@@ -191,7 +215,7 @@ impl Transaction {
         let mut recovered = false;
         let outcomes = match self.engine.store.batch(ops.clone()).await {
             Ok(outcomes) => outcomes,
-            Err(e) => return self.abort_after(write_set, true, e.into()).await,
+            Err(e) => return self.abort_with(write_set, true, e.into()).await,
         };
         for (op, outcome) in ops.iter().zip(outcomes) {
             match outcome {
@@ -217,14 +241,12 @@ impl Transaction {
         if recovered {
             // Recovery reverted what it found; versions written after it looked are
             // removed here (removal is idempotent), and the entry stays aborted.
-            return self
-                .abort_after(write_set, false, TxnError::Recovered)
-                .await;
+            return self.abort_with(write_set, false, TxnError::Recovered).await;
         }
         if let Some(e) = failed {
             // Not committed: take every applied version back before aborting (the commit
             // flag may have been written: set the entry back to running first).
-            return self.abort_after(write_set, true, TxnError::Store(e)).await;
+            return self.abort_with(write_set, true, TxnError::Store(e)).await;
         }
         // 4. The commit manager.
         self.state = State::Committed;
@@ -246,8 +268,32 @@ impl Transaction {
         }
         self.engine.manager.commit(self.tid).await?;
         self.engine.note_commit(self.tid);
-        Ok(())
+        Ok(Attempt::Committed)
     }
+
+    /// [`Transaction::abort_after`] as an attempt's result.
+    async fn abort_with(
+        &mut self,
+        applied: Vec<StoreKey>,
+        relog: bool,
+        error: TxnError,
+    ) -> Result<Attempt, TxnError> {
+        Err(self.abort_after(applied, relog, error).await)
+    }
+}
+
+/// How one commit attempt ended, when it did not fail.
+enum Attempt {
+    Committed,
+    /// Run again under a fresh tid, after undoing these applied writes.
+    Restart(Vec<StoreKey>),
+}
+
+/// How [`Transaction::rewrite_changed`] ended, when it did not fail.
+enum Rewrite {
+    Done,
+    /// A re-applied update builds on a version with a larger tid.
+    Restart,
 }
 
 impl Transaction {
@@ -289,17 +335,22 @@ impl Transaction {
     /// was then undone) rewrites records without adding one, and must not abort every
     /// transaction that read a record before it was compacted — a long bulk load would
     /// never commit. So each such record is read again, checked, and written with its new
-    /// stamp, a few times at most.
+    /// stamp, a few times at most. A record that did gain such a version fails the commit,
+    /// unless the write is a READ COMMITTED update that may be re-applied onto it
+    /// ([`crate::txn::rebase`]).
     async fn rewrite_changed(
-        &self,
+        &mut self,
         write_set: &[StoreKey],
         mut pending: Vec<usize>,
         lav: u64,
         new_records: &mut [Record],
         stamps: &mut [u64],
         applied: &mut Vec<StoreKey>,
-    ) -> Result<(), TxnError> {
+    ) -> Result<Rewrite, TxnError> {
         for _ in 0..REWRITE_ATTEMPTS {
+            // Taken before the gets, for judging which versions they find are committed
+            // (see `Transaction::rebase_onto`).
+            let seen = self.engine.newest_snapshot.read().clone();
             let gets = pending
                 .iter()
                 .map(|&i| Op::get(write_set[i].0, write_set[i].1.clone()))
@@ -307,11 +358,9 @@ impl Transaction {
             let found = self.engine.store.batch(gets).await?;
             let mut ops = Vec::with_capacity(pending.len());
             for (&i, outcome) in pending.iter().zip(found) {
-                let (mut record, expect) = match outcome {
-                    OpOutcome::Value(Some(v)) => {
-                        (Record::decode(&v.value)?, Expect::Stamp(v.stamp))
-                    }
-                    OpOutcome::Value(None) => (Record::new(), Expect::Absent),
+                let key = &write_set[i];
+                let found = match outcome {
+                    OpOutcome::Value(found) => found,
                     OpOutcome::Failed(e) => return Err(TxnError::Store(e)),
                     other => {
                         return Err(TxnError::Corrupt(format!(
@@ -319,27 +368,45 @@ impl Transaction {
                         )));
                     }
                 };
-                let read = self.reads.get(&write_set[i]);
-                let read_under = read.map_or(&self.snapshot, |r| &r.snapshot);
+                let (mut record, mut expect) = match &found {
+                    Some(v) => (Record::decode(&v.value)?, Expect::Stamp(v.stamp)),
+                    None => (Record::new(), Expect::Absent),
+                };
+                let read = self.reads.get(key);
+                let read_under = read.map_or(&self.snapshot, |r| &r.snapshot).clone();
+                let took_absent = read.is_some_and(|r| r.stamp.is_none());
                 if record.write_conflict(self.tid, |t| read_under.is_visible(t)) {
-                    return Err(TxnError::SerializationFailure);
+                    if !self.is_rebasable(key) {
+                        return Err(TxnError::SerializationFailure);
+                    }
+                    // A READ COMMITTED update that may be re-applied onto the newer version.
+                    match self
+                        .rebase_onto(key, found, seen.clone(), !applied.is_empty())
+                        .await?
+                    {
+                        Rebased::Write(newest, stamp) => {
+                            record = newest;
+                            expect = Expect::Stamp(stamp);
+                        }
+                        Rebased::Restart => return Ok(Rewrite::Restart),
+                    }
                 }
                 // A key this transaction took for absent (an insert; `insert_new` does not
                 // even read it) must still hold no row it can see, or the insert would
                 // silently replace that row.
-                if read.is_some_and(|r| r.stamp.is_none())
+                if took_absent
                     && record
                         .visible_row(|t| t != self.tid && read_under.is_visible(t))
                         .is_some()
                 {
                     return Err(TxnError::SerializationFailure);
                 }
-                if let Some(pending) = self.writes.get(&write_set[i]) {
+                if let Some(pending) = self.writes.get(key) {
                     record = self.with_own_version(record, pending, lav)?;
                 }
                 ops.push(Op::put_if(
-                    write_set[i].0,
-                    write_set[i].1.clone(),
+                    key.0,
+                    key.1.clone(),
                     Bytes::from(record.encode()),
                     expect,
                 ));
@@ -367,7 +434,7 @@ impl Transaction {
                 }
             }
             if again.is_empty() {
-                return Ok(());
+                return Ok(Rewrite::Done);
             }
             pending = again;
         }

@@ -112,6 +112,18 @@ pub struct Engine {
     /// Woken whenever a start is answered.
     start_answered: tokio::sync::Notify,
     pub(crate) shared: Option<SharedBuffer>,
+    /// How often READ COMMITTED updates were re-applied at commit (`txn::rebase`).
+    pub(crate) reapply: ReapplyStats,
+}
+
+/// Counters of READ COMMITTED updates re-applied at commit instead of failing it: how often
+/// the hot-row path is taken, and how often it cost a whole second commit attempt.
+#[derive(Debug, Default)]
+pub struct ReapplyStats {
+    /// Updates recomputed onto a version committed since they were computed.
+    pub reapplied: AtomicU64,
+    /// Commit attempts undone and run again under a fresh tid for that.
+    pub restarts: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -141,6 +153,7 @@ impl Engine {
             starts_answered: AtomicU64::new(0),
             start_answered: tokio::sync::Notify::new(),
             shared,
+            reapply: ReapplyStats::default(),
         })
     }
 
@@ -151,7 +164,7 @@ impl Engine {
     }
 
     /// A start asked of a commit manager, numbered and recorded as answered.
-    async fn start(&self) -> Result<Begun, TxnError> {
+    pub(crate) async fn start(&self) -> Result<Begun, TxnError> {
         let number = self.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
         let begun = self.manager.start().await?;
         self.note_begun(&begun);
@@ -233,6 +246,11 @@ impl Engine {
     /// This node's id.
     pub fn node_id(&self) -> ProcessingNodeId {
         self.config.node_id
+    }
+
+    /// How often READ COMMITTED updates were re-applied at commit.
+    pub fn reapply_stats(&self) -> &ReapplyStats {
+        &self.reapply
     }
 
     /// Hit/miss counters of the record buffer.

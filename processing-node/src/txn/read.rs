@@ -183,6 +183,7 @@ impl Transaction {
         pk: &[Datum],
     ) -> Result<Option<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
+        self.observed(table.id);
         let key: StoreKey = (tables::ROWS, Bytes::from(keys::row_key(table.id, pk)));
         self.fetch_all(std::slice::from_ref(&key)).await?;
         self.visible_at(&key)
@@ -197,6 +198,7 @@ impl Transaction {
         pks: &[Vec<Datum>],
     ) -> Result<Vec<Option<Vec<Datum>>>, TxnError> {
         self.ensure_active()?;
+        self.observed(table.id);
         let keys: Vec<StoreKey> = pks
             .iter()
             .map(|pk| (tables::ROWS, Bytes::from(keys::row_key(table.id, pk))))
@@ -221,6 +223,7 @@ impl Transaction {
         limit: usize,
     ) -> Result<Vec<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
+        self.observed(table.id);
         let range = keys::pk_range(table.id, lower, upper);
         let rows = self.scan_versioned(tables::ROWS, &range, limit).await?;
         rows.into_iter()
@@ -303,6 +306,7 @@ impl Transaction {
         limit: usize,
     ) -> Result<Vec<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
+        self.observed(table.id);
         let range = keys::index_range(index.id, &index.orders, lower, upper);
         let wanted = |row: &[Datum]| {
             let values = index.values_of(row);

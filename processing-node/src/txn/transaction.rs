@@ -9,6 +9,7 @@ use shmdb_snapshot::Snapshot;
 use crate::record::Record;
 use crate::txn::engine::{Begun, Engine};
 use crate::txn::error::TxnError;
+use crate::txn::rebase::Rebases;
 
 /// A storage key: storage table and key bytes.
 pub type StoreKey = (u64, Bytes);
@@ -84,6 +85,8 @@ pub struct Transaction {
     /// READ COMMITTED: a snapshot per statement, and writers wait for a row's newest
     /// version to commit and then work on it (see [`Transaction::newest_for_write`]).
     pub(crate) read_committed: bool,
+    /// READ COMMITTED updates that may be re-applied onto a newer version at commit.
+    pub(crate) rebases: Rebases,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -108,6 +111,7 @@ impl Transaction {
             writes: BTreeMap::new(),
             index_entries: Vec::new(),
             read_committed: false,
+            rebases: Rebases::new(),
         }
     }
 

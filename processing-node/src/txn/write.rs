@@ -36,6 +36,8 @@ impl Transaction {
     /// Reads a key for writing and classifies what is there; fails the transaction on a
     /// write-write conflict.
     async fn existing(&mut self, key: &StoreKey) -> Result<Existing, TxnError> {
+        // Written again: the earlier update's result is built upon, so it is final.
+        self.rebases.remove(key);
         if let Some(Pending::Write(row)) = self.writes.get(key) {
             return Ok(row.clone().map_or(Existing::None, Existing::Row));
         }
@@ -51,7 +53,7 @@ impl Transaction {
         Ok(self.visible_at(key).map_or(Existing::None, Existing::Row))
     }
 
-    fn row_key(table: &TableDef, pk: &[Datum]) -> StoreKey {
+    pub(crate) fn row_key(table: &TableDef, pk: &[Datum]) -> StoreKey {
         (tables::ROWS, Bytes::from(keys::row_key(table.id, pk)))
     }
 
@@ -187,6 +189,7 @@ impl Transaction {
         pk: &[Datum],
     ) -> Result<Option<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
+        self.observed(table.id);
         if self.read_committed {
             self.newest_for_write(table, pk).await?;
         }
