@@ -39,8 +39,7 @@ pub struct NodeConfig {
     /// How often the background garbage collector sweeps rows, index entries and the
     /// transaction log (`None`: never — only for tests that run sweeps themselves).
     pub gc_interval: Option<Duration>,
-    /// The data path to the storage nodes: RDMA where the pod has a device (`Auto`), else
-    /// framed TCP (`Tcp`), or gRPC only (`Grpc`).
+    /// The data path to the storage nodes: RDMA where the pod has a device (`Auto`), or TCP.
     pub transport: TransportKind,
 }
 
@@ -133,6 +132,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     ))
     .map_err(|e| NodeError::Commit(e.to_string()))?;
     let engine = Engine::new(EngineConfig::new(config.node_id), store, Arc::new(commit));
+    engine.reapply_stats().export(&registry)?;
     let sql = SqlEngine::new(engine.clone());
     let sweeper = config
         .gc_interval

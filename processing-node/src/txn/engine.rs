@@ -1,13 +1,15 @@
 //! The engine: one per processing node; begins transactions and holds what they share.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use shmdb_commit_client::{CommitError, Refusal};
 use shmdb_snapshot::Snapshot;
 use shmdb_store_client::StoreClient;
+use shmdb_telemetry::prometheus::IntCounter;
+use shmdb_telemetry::{MetricsRegistry, TelemetryError};
 
 use crate::keys::ProcessingNodeId;
 use crate::txn::buffer::{BufferStrategy, SharedBuffer};
@@ -124,6 +126,41 @@ pub struct ReapplyStats {
     pub reapplied: AtomicU64,
     /// Commit attempts undone and run again under a fresh tid for that.
     pub restarts: AtomicU64,
+    /// The same counts on the node's `/metrics`, once [`ReapplyStats::export`]ed.
+    exported: OnceLock<(IntCounter, IntCounter)>,
+}
+
+impl ReapplyStats {
+    /// Exposes the counters on `registry` (the node's `/metrics`) from now on.
+    pub fn export(&self, registry: &MetricsRegistry) -> Result<(), TelemetryError> {
+        let reapplied = registry.register_int_counter(
+            "shmdb_txn_updates_reapplied_total",
+            "READ COMMITTED updates re-applied at commit onto a version committed since",
+        )?;
+        let restarts = registry.register_int_counter(
+            "shmdb_txn_commit_restarts_total",
+            "Commit attempts undone and run again under a fresh tid for a re-applied update",
+        )?;
+        reapplied.inc_by(self.reapplied.load(Ordering::Relaxed));
+        restarts.inc_by(self.restarts.load(Ordering::Relaxed));
+        // A second export keeps the first registry's counters.
+        let _ = self.exported.set((reapplied, restarts));
+        Ok(())
+    }
+
+    pub(crate) fn count_reapplied(&self) {
+        self.reapplied.fetch_add(1, Ordering::Relaxed);
+        if let Some((reapplied, _)) = self.exported.get() {
+            reapplied.inc();
+        }
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, restarts)) = self.exported.get() {
+            restarts.inc();
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -210,7 +210,7 @@ impl Transaction {
                 snapshot: under,
             },
         );
-        self.engine.reapply.reapplied.fetch_add(1, Relaxed);
+        self.engine.reapply.count_reapplied();
         if head.is_some_and(|h| h >= self.tid) {
             return Ok(Rebased::Restart);
         }
@@ -225,10 +225,10 @@ impl Transaction {
         applied: Vec<StoreKey>,
     ) -> Result<(), TxnError> {
         self.undo_attempt(applied).await?;
-        self.engine.reapply.restarts.fetch_add(1, Relaxed);
+        self.engine.reapply.count_restart();
         // Through the engine: the node's snapshot learns what committed meanwhile.
         let begun = self.engine.start().await?;
-        self.engine.lav.fetch_max(begun.lav, Relaxed);
+        self.engine.lav.fetch_max(begun.lav, Ordering::Relaxed);
         self.lav = self.lav.max(begun.lav);
         self.tid = begun.tid;
         Ok(())
