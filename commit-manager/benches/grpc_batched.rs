@@ -9,7 +9,8 @@
 //! calls in flight per kind), `BENCH_GROUP_WAIT_US` (the manager's group wait),
 //! `BENCH_SPLIT` (storage node in its own process, clients on their own runtime),
 //! `BENCH_INPROC` (the same load through `Manager` without gRPC), `BENCH_PUBLISH_SLOTS` (the
-//! manager's record slots, i.e. publishes in flight; default 2, 1 = one write at a time).
+//! manager's record slots, i.e. publishes in flight; default 1 = one write at a time), `BENCH_RF`
+//! (storage nodes and replication factor, default 1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +38,13 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
     // BENCH_SPLIT: the storage node in its own process and the clients on their own runtime
     // (threads), as deployed, instead of every task queueing on one runtime's two workers.
     let split = std::env::var("BENCH_SPLIT").is_ok();
-    let mut options = ClusterOptions::ephemeral(1, 1);
+    // BENCH_RF=n: n storage nodes with replication factor n, so every publish waits for a
+    // replicated write (a longer store round trip, as with replicas on other hosts).
+    let rf: u32 = std::env::var("BENCH_RF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut options = ClusterOptions::ephemeral(rf, rf);
     options.processes = split;
     let cluster = LocalCluster::start(&options).await?;
     let client_runtime = if split {
@@ -142,7 +149,7 @@ async fn bench(measure: Duration, tasks: usize, clients: usize) -> anyhow::Resul
         waits.with_label_values(&["timeout"]).get(),
     );
     println!(
-        "grpc: {tasks} concurrent clients over {clients} CommitClients, {slots} publish slots: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write, {write_us:.0} µs per write), snapshot {} bytes; group waits: {complete} complete, {timeout} timed out",
+        "grpc: {tasks} concurrent clients over {clients} CommitClients, {slots} publish slots, RF {rf}: {:.0} transactions/s (start+commit) over {elapsed:.1} s; {publishes} publishes ({:.0} commits per store write, {write_us:.0} µs per write), snapshot {} bytes; group waits: {complete} complete, {timeout} timed out",
         count as f64 / elapsed,
         (after.stats.commits - before.stats.commits) as f64 / publishes.max(1) as f64,
         after.snapshot_bytes

@@ -63,8 +63,11 @@ pub struct ManagerConfig {
     /// How many state records this manager writes round-robin (1 to 4): up to this many
     /// publishes are in flight at once, each conditional on its own record's previous stamp,
     /// so the next group of commits is written while the previous write is still under way.
-    /// 1 is the single-record behaviour (one store round trip per publish, in a row).
-    #[arg(long, env = "SHMDB_PUBLISH_SLOTS", default_value_t = 2)]
+    /// 1 (the default) writes one record at a time: on a machine where the store write is
+    /// short and the cores are busy, more publishes in flight only make smaller groups
+    /// (BENCHMARKS.md, "Commit manager"); try 2 where the store write is long and the CPU
+    /// idle while it waits (replicas on other hosts).
+    #[arg(long, env = "SHMDB_PUBLISH_SLOTS", default_value_t = 1)]
     pub publish_slots: usize,
     /// How long a start may wait for a tid block before failing (ms).
     #[arg(long = "start-wait-ms", env = "SHMDB_START_WAIT_MS", value_parser = millis, default_value = "5000")]
@@ -101,7 +104,7 @@ impl ManagerConfig {
             window: 1 << 21,
             max_batch: 4096,
             group_wait: Duration::ZERO,
-            publish_slots: 2,
+            publish_slots: 1,
             start_wait: Duration::from_secs(5),
         }
     }

@@ -136,25 +136,38 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_show_every_earlier_commit_and_no_running_transaction() -> anyhow::Result<()> {
-    run_against_oracle(true, Duration::ZERO).await
+    run_against_oracle(true, Duration::ZERO, 1).await
+}
+
+/// The same with up to four publishes in flight (four record slots), which may become
+/// durable out of order: a commit is still acknowledged only once visible to every later
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_publishes_keep_the_same_snapshot_rules() -> anyhow::Result<()> {
+    run_against_oracle(true, Duration::ZERO, 4).await
 }
 
 /// The same over unary `StartBatch` / `FinishBatch` calls instead of sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_batches_keep_the_same_snapshot_rules() -> anyhow::Result<()> {
-    run_against_oracle(false, Duration::ZERO).await
+    run_against_oracle(false, Duration::ZERO, 1).await
 }
 
 /// The same with the publisher waiting for groups of short transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_waits_keep_the_same_snapshot_rules() -> anyhow::Result<()> {
-    run_against_oracle(true, Duration::from_millis(1)).await
+    run_against_oracle(true, Duration::from_millis(1), 1).await
 }
 
-async fn run_against_oracle(sessions: bool, group_wait: Duration) -> anyhow::Result<()> {
+async fn run_against_oracle(
+    sessions: bool,
+    group_wait: Duration,
+    publish_slots: usize,
+) -> anyhow::Result<()> {
     let store = common::store().await?;
     let mut cfg = common::manager_config(1, &store);
     cfg.group_wait = group_wait;
+    cfg.publish_slots = publish_slots;
     let manager = common::start_manager(cfg, &store, Arc::new(NoWritesRecovery)).await?;
     let addrs = vec![manager.addr.to_string()];
     let oracle = Arc::new(Oracle::default());
