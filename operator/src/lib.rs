@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod metrics;
 pub mod placement;
 pub mod quantity;
+pub mod readiness;
 pub mod resources;
 pub mod selector;
 pub mod status;

@@ -10,6 +10,7 @@ use kube::runtime::events::Reporter;
 use shmdb_operator::controller::{self, Context};
 use shmdb_operator::metrics::Metrics;
 use shmdb_operator::placement::PlacementSupervisor;
+use shmdb_operator::readiness;
 use shmdb_operator::selector::DatabaseSelector;
 use shmdb_operator::telemetry;
 use shmdb_placement_manager::ManagerConfig;
@@ -82,8 +83,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let ctx =
         Arc::new(Context::new(client, metrics, reporter, placement).with_selector(cli.selector));
-    health.set_ready();
+    let readiness = tokio::spawn(readiness::ready_when_api_answers(
+        ctx.client.clone(),
+        health.clone(),
+        Duration::from_millis(500),
+    ));
     controller::run(ctx).await;
+    readiness.abort();
     tracing::info!("operator stopped");
     Ok(())
 }
