@@ -202,21 +202,7 @@ async fn compaction_after_a_read_is_not_a_conflict_but_a_new_version_is() -> any
         vec![UPDATES_PER_ROW.to_string()]
     );
     let before = versions().await?;
-    // The lav a round works below is the commit manager's, published every few
-    // milliseconds: right after the updates it may still name one of them as running.
-    // Each round begins a transaction and so learns the newest lav.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let round = sweeper::sweep_once(&engines[0], None).await?;
-        if round.total.compacted > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing was compacted: {round:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    compact_once_lav_allows(&engines[0]).await?;
     assert!(versions().await? < before);
     exec(&mut writer, "UPDATE t SET tag = tag + 1 WHERE id = 1").await?;
     exec(&mut writer, "COMMIT").await?;
@@ -234,19 +220,7 @@ async fn compaction_after_a_read_is_not_a_conflict_but_a_new_version_is() -> any
         rows(&mut writer, "SELECT tag FROM t WHERE id = 2").await?,
         vec!["3"]
     );
-    // As above: the lav the commit manager publishes may still predate the updates.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let round = sweeper::sweep_once(&engines[0], None).await?;
-        if round.total.compacted > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing was compacted: {round:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    compact_once_lav_allows(&engines[0]).await?;
     exec(&mut s, "UPDATE t SET tag = 100 WHERE id = 2").await?;
     exec(&mut writer, "UPDATE t SET tag = tag + 1 WHERE id = 2").await?;
     assert_eq!(err(&mut writer, "COMMIT").await?, "40001");
@@ -256,4 +230,25 @@ async fn compaction_after_a_read_is_not_a_conflict_but_a_new_version_is() -> any
     );
     cluster.shutdown().await;
     Ok(())
+}
+
+/// Runs sweep rounds until one compacts something. The lav a round works below is the
+/// commit manager's, published every few milliseconds: right after the updates it may
+/// still name one of them as running. Each round begins a transaction and so learns the
+/// newest lav.
+async fn compact_once_lav_allows(
+    engine: &shmdb_processing_node::sql::SqlEngine,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let round = sweeper::sweep_once(engine, None).await?;
+        if round.total.compacted > 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was compacted: {round:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
