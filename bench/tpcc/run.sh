@@ -10,6 +10,7 @@
 #   check    the short benchmark-as-check: 1 warehouse, 60 s against shmdb RF 1, then `check`
 #   pg       PostgreSQL only (both durability settings)
 #   shmdb    shmdb only (RF 1 and RF 2)
+#   rf1      shmdb only, RF 1 (profiling and before/after runs of one change)
 #
 # Environment (defaults in brackets): WAREHOUSES [4], THREADS [8], DURATION [120s],
 # OUT [bench/tpcc/results/<mode>-<utc time>], GOTPC_VERSION [v1.0.12],
@@ -210,6 +211,7 @@ case $MODE in
   scale) for n in ${PNS:-1 2 3}; do run_shmdb 1 "$n"; done ;;
   pg) run_pg ;;
   shmdb) run_shmdb 1 1; run_shmdb 2 1 ;;
+  rf1) run_shmdb 1 1 ;;
   check)
     run_shmdb 1 1
     grep -q '"check": "pass"' "$OUT/results.jsonl" || { log "TPC-C check FAILED"; exit 1; }

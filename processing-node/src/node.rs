@@ -133,6 +133,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     .map_err(|e| NodeError::Commit(e.to_string()))?;
     let engine = Engine::new(EngineConfig::new(config.node_id), store, Arc::new(commit));
     engine.reapply_stats().export(&registry)?;
+    engine.prune_stats().export(&registry)?;
     let sql = SqlEngine::new(engine.clone());
     let sweeper = config
         .gc_interval

@@ -20,7 +20,8 @@ use crate::encoding::varint::{get_u64, put_u64};
 use crate::error::{DecodeError, RecordError};
 
 const WHAT: &str = "record";
-const FORMAT_V1: u8 = 1;
+/// The layout's first byte, defined where storage nodes read it too (scan filters).
+const FORMAT_V1: u8 = shmdb_row_format::RECORD_FORMAT_V1;
 
 /// One version of a row: the tid of the transaction that wrote it and what it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gc;
 pub mod index;
 pub mod log;
+pub mod prune;
 pub mod read;
 pub mod rebase;
 pub mod recover;

@@ -64,6 +64,15 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Most items one scan returns when the request sets no limit.
 pub const MAX_SCAN_LIMIT: usize = 10_000;
 
+/// Most records one filtered scan request examines before it answers with a continuation:
+/// a filter that admits nothing must not hold a range's lock over all of its keys.
+pub const MAX_SCAN_EXAMINED: usize = 16_384;
+
+/// Most conditions in one scan filter, and the longest value one may compare.
+pub const MAX_FILTER_CONDITIONS: usize = 32;
+/// See [`MAX_FILTER_CONDITIONS`].
+pub const MAX_FILTER_VALUE_BYTES: usize = 64 * 1024;
+
 impl NodeConfig {
     /// A configuration for tests and the embedded cluster: listen on `listen`, defaults
     /// elsewhere.

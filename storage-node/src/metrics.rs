@@ -70,6 +70,9 @@ pub struct NodeMetrics {
     pub streams: IntGauge,
     /// Open `ReplicateStream` RPCs served (one per range this node follows, per primary).
     pub replication_streams: IntGauge,
+    /// Records a filtered scan examined and did not send: the network and decoding work the
+    /// filter saved the reader.
+    pub scan_filtered_out: IntCounter,
 }
 
 impl NodeMetrics {
@@ -172,6 +175,13 @@ impl NodeMetrics {
         registry
             .registry()
             .register(Box::new(replication_streams.clone()))?;
+        let scan_filtered_out = IntCounter::new(
+            "shmdb_storage_scan_filtered_out_total",
+            "Records filtered scans examined and did not send",
+        )?;
+        registry
+            .registry()
+            .register(Box::new(scan_filtered_out.clone()))?;
         let op_counters = OP_KINDS
             .iter()
             .map(|kind| {
@@ -199,6 +209,7 @@ impl NodeMetrics {
             fenced,
             streams,
             replication_streams,
+            scan_filtered_out,
         })
     }
 

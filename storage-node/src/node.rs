@@ -8,12 +8,16 @@ use parking_lot::RwLock;
 use shmdb_placement::{NodeId, PartitionMap, RangeId, decode_range_key, range_key, table_end};
 use shmdb_proto::storage::{self as pb, op::Op as OpKind, op_result::Result as OpRes};
 
-use crate::config::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, NodeConfig};
+use crate::config::{
+    MAX_FILTER_CONDITIONS, MAX_FILTER_VALUE_BYTES, MAX_KEY_BYTES, MAX_SCAN_EXAMINED,
+    MAX_SCAN_LIMIT, NodeConfig,
+};
 use crate::error::OpFailure;
 use crate::memory::MemoryBudget;
 use crate::metrics::NodeMetrics;
 use crate::peers::Peers;
 use crate::range::{Expectation, Outcome, Range, RangeState, Record};
+use shmdb_row_format::filter::{ColumnEquals, may_match};
 
 /// This node's ranges, indexed by start key (routing) and by id (replication, admin).
 #[derive(Debug, Default)]
@@ -459,6 +463,7 @@ impl Node {
             )));
         }
         self.check_table(req.table, req.map_version)?;
+        let conditions = filter_conditions(req.filter.as_ref())?;
         let limit = match req.limit as usize {
             0 => MAX_SCAN_LIMIT,
             n => n.min(MAX_SCAN_LIMIT),
@@ -486,12 +491,25 @@ impl Node {
                 (Some(to), None) => Some(to.clone()),
                 (None, end) => end.clone(),
             };
-            let mut found = state.scan(&from, upper.as_deref(), limit + 1);
-            let mut resume = None;
-            if found.len() > limit {
-                let (next, _) = found.remove(limit);
-                resume = Some(next);
-            } else if let Some(end) = &state.end
+            let (found, mut resume) = if conditions.is_empty() {
+                let mut found = state.scan(&from, upper.as_deref(), limit + 1);
+                let next = (found.len() > limit).then(|| found.remove(limit).0);
+                (found, next)
+            } else {
+                let matches = state.scan_matching(
+                    &from,
+                    upper.as_deref(),
+                    limit,
+                    MAX_SCAN_EXAMINED,
+                    |value| may_match(value, &conditions),
+                );
+                self.metrics
+                    .scan_filtered_out
+                    .inc_by((matches.examined - matches.items.len()) as u64);
+                (matches.items, matches.next)
+            };
+            if resume.is_none()
+                && let Some(end) = &state.end
                 && to.as_ref().is_none_or(|to| end < to)
             {
                 resume = Some(end.clone());
@@ -526,6 +544,36 @@ impl Node {
         });
         Ok((items, resume_key))
     }
+}
+
+/// A scan filter's conditions, checked against the node's limits; none for no filter.
+fn filter_conditions(filter: Option<&pb::RowFilter>) -> Result<Vec<ColumnEquals<'_>>, OpFailure> {
+    let Some(filter) = filter else {
+        return Ok(Vec::new());
+    };
+    if filter.equals.len() > MAX_FILTER_CONDITIONS {
+        return Err(OpFailure::InvalidArgument(format!(
+            "scan filter has {} conditions; at most {MAX_FILTER_CONDITIONS} are accepted",
+            filter.equals.len()
+        )));
+    }
+    filter
+        .equals
+        .iter()
+        .map(|c| {
+            if c.value.is_empty() || c.value.len() > MAX_FILTER_VALUE_BYTES {
+                return Err(OpFailure::InvalidArgument(format!(
+                    "scan filter value for column {} has {} bytes; 1 to {MAX_FILTER_VALUE_BYTES} are accepted",
+                    c.column,
+                    c.value.len()
+                )));
+            }
+            Ok(ColumnEquals {
+                column: c.column as usize,
+                value: &c.value,
+            })
+        })
+        .collect()
 }
 
 /// The newest uncommitted log entry that touches range keys in `[from, to]` (a point when

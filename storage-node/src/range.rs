@@ -28,6 +28,17 @@ pub struct Record {
     pub stamp: u64,
 }
 
+/// What [`RangeState::scan_matching`] found.
+#[derive(Debug, Default)]
+pub struct ScanMatches {
+    /// The accepted records, in key order.
+    pub items: Vec<(Vec<u8>, Record)>,
+    /// How many records were examined.
+    pub examined: usize,
+    /// The first key not examined, when the scan stopped before the end of the interval.
+    pub next: Option<Vec<u8>>,
+}
+
 /// This node's part in a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -539,6 +550,35 @@ impl RangeState {
             .take(limit)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect()
+    }
+
+    /// Like [`RangeState::scan`], but only the records whose value `keep` accepts, after
+    /// examining at most `examine` records. Also answers the first key not examined when it
+    /// stopped early (limit reached or examination budget spent), where a scan continues.
+    pub fn scan_matching(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        examine: usize,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> ScanMatches {
+        let upper = match to {
+            Some(to) => Bound::Excluded(to),
+            None => Bound::Unbounded,
+        };
+        let mut found = ScanMatches::default();
+        for (key, record) in self.data.range::<[u8], _>((Bound::Included(from), upper)) {
+            if found.items.len() == limit || found.examined == examine {
+                found.next = Some(key.clone());
+                break;
+            }
+            found.examined += 1;
+            if keep(&record.value) {
+                found.items.push((key.clone(), record.clone()));
+            }
+        }
+        found
     }
 
     /// A split key for reports, recomputed only after the range changed by about an eighth

@@ -65,6 +65,7 @@ async fn precise_errors_and_the_node_keeps_serving() {
             end: Bytes::from_static(b"a"),
             to_table_end: false,
             limit: 10,
+            filter: None,
         })
         .await
         .expect("scan rpc")

@@ -229,7 +229,7 @@ proptest! {
                         let (from, to) = (key(case, a.min(b)), key(case, a.max(b)));
                         let resp = client.scan(pb::ScanRequest {
                             map_version: v, table: TABLE, start: Bytes::from(from.clone()),
-                            end: Bytes::from(to.clone()), to_table_end: false, limit,
+                            end: Bytes::from(to.clone()), to_table_end: false, limit, filter: None,
                         }).await.map_err(|e| TestCaseError::fail(e.to_string()))?.into_inner();
                         prop_assert!(resp.error.is_none(), "scan error {:?}", resp.error);
                         let effective = if limit == 0 { usize::MAX } else { limit as usize };

@@ -119,6 +119,7 @@ async fn bad_frames_get_an_error_answer_and_the_stream_keeps_serving() {
             end: Bytes::new(),
             to_table_end: true,
             limit: 10,
+            filter: None,
         })),
     })
     .await

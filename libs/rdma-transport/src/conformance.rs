@@ -248,6 +248,7 @@ pub async fn large_values(f: &dyn Fixture) {
                 end: Bytes::from_static(b"many-~"),
                 to_table_end: false,
                 limit: 10,
+                filter: None,
             },
         )
         .await

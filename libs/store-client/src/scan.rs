@@ -156,6 +156,19 @@ impl StoreClient {
         range: &KeyRange,
         limit: usize,
     ) -> Result<ScanPage, StoreError> {
+        self.scan_page_matching(table, range, limit, None).await
+    }
+
+    /// [`StoreClient::scan_page`] with a pre-filter the node applies before it answers, so
+    /// that records the reader would discard never cross the network. A page may then come
+    /// back short, or empty with a continuation, before the interval is exhausted.
+    pub async fn scan_page_matching(
+        &self,
+        table: u64,
+        range: &KeyRange,
+        limit: usize,
+        filter: Option<&pb::RowFilter>,
+    ) -> Result<ScanPage, StoreError> {
         range.validate()?;
         if limit == 0 {
             return Err(StoreError::InvalidArgument(
@@ -187,6 +200,7 @@ impl StoreClient {
                 end: range.end.clone().unwrap_or_default(),
                 to_table_end: range.end.is_none(),
                 limit: u32::try_from(page_limit).unwrap_or(u32::MAX),
+                filter: filter.cloned(),
             };
             let budget = self.attempt_budget(deadline);
             let answer = match tokio::time::timeout(budget, self.transport().scan(addr, req)).await

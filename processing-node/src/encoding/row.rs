@@ -31,16 +31,11 @@ use crate::error::DecodeError;
 
 const WHAT: &str = "row";
 
-const TAG_NULL: u8 = 0;
-const TAG_FALSE: u8 = 1;
-const TAG_TRUE: u8 = 2;
-const TAG_INT: u8 = 3;
-const TAG_FLOAT: u8 = 4;
-const TAG_DECIMAL: u8 = 5;
-const TAG_TEXT: u8 = 6;
-const TAG_BYTES: u8 = 7;
-const TAG_DATE: u8 = 8;
-const TAG_TIMESTAMP: u8 = 9;
+// The tags live with the layout description that storage nodes read too (scan filters).
+use shmdb_row_format::{
+    TAG_BYTES, TAG_DATE, TAG_DECIMAL, TAG_FALSE, TAG_FLOAT, TAG_INT, TAG_NULL, TAG_TEXT,
+    TAG_TIMESTAMP, TAG_TRUE,
+};
 
 const DECIMAL_NEGATIVE: u8 = 0x80;
 const DECIMAL_SCALE: u8 = 0x1f;
@@ -56,47 +51,59 @@ pub fn encode_row(datums: &[Datum]) -> Vec<u8> {
 pub fn encode_row_into(buf: &mut Vec<u8>, datums: &[Datum]) {
     put_u64(buf, datums.len() as u64);
     for datum in datums {
-        match datum {
-            Datum::Null => buf.push(TAG_NULL),
-            Datum::Bool(false) => buf.push(TAG_FALSE),
-            Datum::Bool(true) => buf.push(TAG_TRUE),
-            Datum::Int(v) => {
-                buf.push(TAG_INT);
-                put_u64(buf, zigzag(*v));
-            }
-            Datum::Float(f) => {
-                buf.push(TAG_FLOAT);
-                buf.extend_from_slice(&f.to_bits().to_le_bytes());
-            }
-            Datum::Decimal(d) => {
-                buf.push(TAG_DECIMAL);
-                let sign = if d.is_sign_negative() {
-                    DECIMAL_NEGATIVE
-                } else {
-                    0
-                };
-                // The scale of a Decimal is at most 28, so it fits the low five bits.
-                buf.push(sign | (d.scale() as u8 & DECIMAL_SCALE));
-                put_u128(buf, d.mantissa().unsigned_abs());
-            }
-            Datum::Text(s) => {
-                buf.push(TAG_TEXT);
-                put_u64(buf, s.len() as u64);
-                buf.extend_from_slice(s.as_bytes());
-            }
-            Datum::Bytes(b) => {
-                buf.push(TAG_BYTES);
-                put_u64(buf, b.len() as u64);
-                buf.extend_from_slice(b);
-            }
-            Datum::Date(days) => {
-                buf.push(TAG_DATE);
-                put_u64(buf, zigzag(i64::from(*days)));
-            }
-            Datum::Timestamp(micros) => {
-                buf.push(TAG_TIMESTAMP);
-                put_u64(buf, zigzag(*micros));
-            }
+        encode_value_into(buf, datum);
+    }
+}
+
+/// One value as a row holds it (tag and payload): what a storage-side scan filter compares
+/// a row's value with.
+pub fn encode_value(datum: &Datum) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(8);
+    encode_value_into(&mut buf, datum);
+    buf
+}
+
+fn encode_value_into(buf: &mut Vec<u8>, datum: &Datum) {
+    match datum {
+        Datum::Null => buf.push(TAG_NULL),
+        Datum::Bool(false) => buf.push(TAG_FALSE),
+        Datum::Bool(true) => buf.push(TAG_TRUE),
+        Datum::Int(v) => {
+            buf.push(TAG_INT);
+            put_u64(buf, zigzag(*v));
+        }
+        Datum::Float(f) => {
+            buf.push(TAG_FLOAT);
+            buf.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Datum::Decimal(d) => {
+            buf.push(TAG_DECIMAL);
+            let sign = if d.is_sign_negative() {
+                DECIMAL_NEGATIVE
+            } else {
+                0
+            };
+            // The scale of a Decimal is at most 28, so it fits the low five bits.
+            buf.push(sign | (d.scale() as u8 & DECIMAL_SCALE));
+            put_u128(buf, d.mantissa().unsigned_abs());
+        }
+        Datum::Text(s) => {
+            buf.push(TAG_TEXT);
+            put_u64(buf, s.len() as u64);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Datum::Bytes(b) => {
+            buf.push(TAG_BYTES);
+            put_u64(buf, b.len() as u64);
+            buf.extend_from_slice(b);
+        }
+        Datum::Date(days) => {
+            buf.push(TAG_DATE);
+            put_u64(buf, zigzag(i64::from(*days)));
+        }
+        Datum::Timestamp(micros) => {
+            buf.push(TAG_TIMESTAMP);
+            put_u64(buf, zigzag(*micros));
         }
     }
 }
@@ -203,6 +210,39 @@ mod tests {
             for (a, b) in row.iter().zip(&back) {
                 prop_assert!(identical(a, b), "{:?} came back as {:?}", a, b);
             }
+        }
+
+        /// The storage nodes' scan filter walks rows this encoder wrote: every value is
+        /// found at its position, in any version of a record, and another value is not.
+        #[test]
+        fn storage_filters_find_every_value(
+            rows in proptest::collection::vec(proptest::collection::vec(any_datum(), 1..10), 1..4),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            use shmdb_row_format::filter::{ColumnEquals, may_match};
+            let versions = rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| crate::record::Version::live(100 - i as u64, encode_row(row)))
+                .collect();
+            let record = crate::record::Record::from_versions(versions)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .encode();
+            for row in &rows {
+                let column = pick.index(row.len());
+                let value = encode_value(&row[column]);
+                let found = may_match(&record, &[ColumnEquals { column, value: &value }]);
+                prop_assert!(found, "column {} of {:?}", column, row);
+            }
+            // Another value matches only where it is stored, or where a row is too short
+            // to say (those pass).
+            let absent = encode_value(&Datum::Text("\u{0}never stored".into()));
+            let column = pick.index(rows[0].len());
+            let expected = rows
+                .iter()
+                .any(|row| column >= row.len() || encode_value(&row[column]) == absent);
+            let found = may_match(&record, &[ColumnEquals { column, value: &absent }]);
+            prop_assert_eq!(found, expected);
         }
 
         #[test]

@@ -18,6 +18,7 @@ use crate::sql::error::SqlError;
 use crate::sql::expr::{EvalCtx, Expr, SubResult, hash_key};
 use crate::sql::pg_catalog;
 use crate::sql::plan::{Access, AggCall, AggFunc, KeyRange, Plan, ScanNode, SortKey};
+use crate::sql::pushdown::store_filter;
 use crate::sql::sqltype::SqlType;
 use crate::sql::txn_error;
 use crate::sql::types::PgType;
@@ -445,6 +446,7 @@ impl<'a> Exec<'a> {
                 found.into_iter().flatten().collect()
             }
             Access::PkPrefixes(prefixes) => {
+                let pushed = store_filter(&meta, s.filter.as_ref(), &self.eval_ctx());
                 let mut seen = HashSet::new();
                 let mut out = Vec::new();
                 for p in prefixes {
@@ -463,7 +465,7 @@ impl<'a> Exec<'a> {
                     }
                     let raw = self
                         .tx
-                        .scan(&def, as_slices(&lo), as_slices(&hi), 0)
+                        .scan_matching(&def, as_slices(&lo), as_slices(&hi), 0, pushed.as_ref())
                         .await
                         .map_err(txn_error)?;
                     out.extend(raw);
@@ -471,6 +473,10 @@ impl<'a> Exec<'a> {
                 out
             }
             Access::Full | Access::PkRange(_) | Access::Index(..) => {
+                let pushed = match &s.access {
+                    Access::Index(..) => None,
+                    _ => store_filter(&meta, s.filter.as_ref(), &self.eval_ctx()),
+                };
                 let mut fetch = want.map_or(0, |w| (w + w / 2).max(8));
                 loop {
                     let raw = match &s.access {
@@ -492,13 +498,25 @@ impl<'a> Exec<'a> {
                                 return Ok(Vec::new());
                             };
                             self.tx
-                                .scan(&def, as_slices(&lo), as_slices(&hi), fetch)
+                                .scan_matching(
+                                    &def,
+                                    as_slices(&lo),
+                                    as_slices(&hi),
+                                    fetch,
+                                    pushed.as_ref(),
+                                )
                                 .await
                                 .map_err(txn_error)?
                         }
                         _ => self
                             .tx
-                            .scan(&def, Bound::Unbounded, Bound::Unbounded, fetch)
+                            .scan_matching(
+                                &def,
+                                Bound::Unbounded,
+                                Bound::Unbounded,
+                                fetch,
+                                pushed.as_ref(),
+                            )
                             .await
                             .map_err(txn_error)?,
                     };

@@ -14,6 +14,7 @@ use shmdb_telemetry::{MetricsRegistry, TelemetryError};
 use crate::keys::ProcessingNodeId;
 use crate::txn::buffer::{BufferStrategy, SharedBuffer};
 use crate::txn::error::TxnError;
+use crate::txn::prune::PruneStats;
 use crate::txn::transaction::Transaction;
 
 /// A transaction as begun at a commit manager.
@@ -116,6 +117,8 @@ pub struct Engine {
     pub(crate) shared: Option<SharedBuffer>,
     /// How often READ COMMITTED updates were re-applied at commit (`txn::rebase`).
     pub(crate) reapply: ReapplyStats,
+    /// Garbage records deleted by the reads that met them (`txn::prune`).
+    pub(crate) prune: Arc<PruneStats>,
 }
 
 /// Counters of READ COMMITTED updates re-applied at commit instead of failing it: how often
@@ -191,6 +194,7 @@ impl Engine {
             start_answered: tokio::sync::Notify::new(),
             shared,
             reapply: ReapplyStats::default(),
+            prune: Arc::default(),
         })
     }
 
@@ -288,6 +292,11 @@ impl Engine {
     /// How often READ COMMITTED updates were re-applied at commit.
     pub fn reapply_stats(&self) -> &ReapplyStats {
         &self.reapply
+    }
+
+    /// How many garbage records readers deleted.
+    pub fn prune_stats(&self) -> &PruneStats {
+        &self.prune
     }
 
     /// Hit/miss counters of the record buffer.

@@ -2,9 +2,11 @@
 
 use std::collections::HashSet;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use shmdb_placement::tables;
+use shmdb_store_client::proto::RowFilter;
 use shmdb_store_client::{KeyRange, Op, OpOutcome};
 
 use crate::datum::Datum;
@@ -13,6 +15,7 @@ use crate::keys::{self, ScanRange};
 use crate::record::Record;
 use crate::txn::buffer::{BufferEntry, unit_counter_key};
 use crate::txn::error::TxnError;
+use crate::txn::prune::prune_behind;
 use crate::txn::schema::{IndexDef, TableDef};
 use crate::txn::transaction::{Pending, ReadRecord, StoreKey, Transaction};
 
@@ -222,10 +225,26 @@ impl Transaction {
         upper: Bound<&[Datum]>,
         limit: usize,
     ) -> Result<Vec<Vec<Datum>>, TxnError> {
+        self.scan_matching(table, lower, upper, limit, None).await
+    }
+
+    /// [`Transaction::scan`] with a pre-filter the storage nodes apply (see
+    /// `shmdb_row_format::filter`): every row that satisfies it is returned, and rows that
+    /// do not may be left out. The caller still applies its own condition to what comes back.
+    pub async fn scan_matching(
+        &mut self,
+        table: &TableDef,
+        lower: Bound<&[Datum]>,
+        upper: Bound<&[Datum]>,
+        limit: usize,
+        filter: Option<&RowFilter>,
+    ) -> Result<Vec<Vec<Datum>>, TxnError> {
         self.ensure_active()?;
         self.observed(table.id);
         let range = keys::pk_range(table.id, lower, upper);
-        let rows = self.scan_versioned(tables::ROWS, &range, limit).await?;
+        let rows = self
+            .scan_versioned(tables::ROWS, &range, limit, filter)
+            .await?;
         rows.into_iter()
             .map(|(_, row)| decode_row(&row).map_err(Into::into))
             .collect()
@@ -238,6 +257,7 @@ impl Transaction {
         table: u64,
         range: &ScanRange,
         limit: usize,
+        filter: Option<&RowFilter>,
     ) -> Result<Vec<(Bytes, Bytes)>, TxnError> {
         let limit = if limit == 0 { usize::MAX } else { limit };
         let mut out: Vec<(Bytes, Bytes)> = Vec::new();
@@ -246,8 +266,19 @@ impl Transaction {
             start: Bytes::from(range.start.clone()),
             end: range.end.clone().map(Bytes::from),
         };
+        // A page no larger than the rows still wanted: `ORDER BY key LIMIT 1` (TPC-C's
+        // Delivery, once per district) must not pull 512 records to keep one. Pages grow
+        // geometrically when records turn out invisible (deleted, or too new).
+        let mut page_size = limit.clamp(1, SCAN_PAGE);
+        let lav = self.engine.lav.load(Ordering::Relaxed);
+        let mut garbage: Vec<(Bytes, u64)> = Vec::new();
         loop {
-            let page = self.engine.store.scan_page(table, &next, SCAN_PAGE).await?;
+            let page = self
+                .engine
+                .store
+                .scan_page_matching(table, &next, page_size, filter)
+                .await?;
+            page_size = page_size.saturating_mul(4).min(SCAN_PAGE);
             for item in page.items {
                 let key: StoreKey = (table, item.key.clone());
                 if !self.reads.contains_key(&key) {
@@ -256,6 +287,14 @@ impl Transaction {
                         stamp: Some(item.stamp),
                         snapshot: self.snapshot.clone(),
                     };
+                    if read.record.is_garbage(lav) {
+                        // Invisible to every snapshot, and about to be deleted: kept out of
+                        // the buffer, so a later write of the key reads it afresh instead of
+                        // expecting a stamp the deletion removes.
+                        garbage.push((item.key.clone(), item.stamp));
+                        seen.insert(item.key);
+                        continue;
+                    }
                     self.reads.insert(key, read);
                 }
                 seen.insert(item.key.clone());
@@ -268,10 +307,11 @@ impl Transaction {
                 _ => break,
             }
         }
+        prune_behind(&self.engine.store, &self.engine.prune, table, garbage);
         let complete = out.len() < limit;
         // Own inserts the store does not have yet.
         let start = (table, Bytes::from(range.start.clone()));
-        let own: Vec<(Bytes, Bytes)> = self
+        let mut own: Vec<(Bytes, Bytes)> = self
             .writes
             .range(start..)
             .take_while(|((t, k), _)| {
@@ -283,6 +323,23 @@ impl Transaction {
                 _ => None,
             })
             .collect();
+        if filter.is_some() {
+            // Records read before keep answering for this transaction (a READ COMMITTED
+            // statement may have read one under a newer snapshot than the store filter saw
+            // it with): the ones the filter skipped come from the buffer, as without it.
+            own.extend(
+                self.reads
+                    .keys()
+                    .filter(|(t, k)| {
+                        *t == table
+                            && range.contains(k)
+                            && !seen.contains(k)
+                            && !matches!(self.writes.get(&(*t, k.clone())), Some(Pending::Write(_)))
+                    })
+                    .filter_map(|key| Some((key.1.clone(), self.visible_at(key)?)))
+                    .collect::<Vec<_>>(),
+            );
+        }
         if !own.is_empty() {
             let last = out.last().map(|(k, _)| k.clone());
             out.extend(
@@ -321,7 +378,10 @@ impl Transaction {
         let mut pks: Vec<Vec<u8>> = Vec::new();
         if index.unique {
             // Claims are versioned records holding the encoded primary key.
-            for (_, pk) in self.scan_versioned(tables::INDEXES, &range, 0).await? {
+            for (_, pk) in self
+                .scan_versioned(tables::INDEXES, &range, 0, None)
+                .await?
+            {
                 pks.push(pk.to_vec());
             }
         }
