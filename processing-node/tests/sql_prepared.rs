@@ -251,3 +251,53 @@ async fn ddl_that_changes_the_result_fails_the_prepared_statement() -> anyhow::R
     s.sync().await?;
     Ok(())
 }
+
+/// A transaction's first prepared statement runs with its node's newest catalog on trust,
+/// and the catalog version is read along with the statement's records: DDL another node
+/// committed meanwhile (TRUNCATE moves the table to a new key space, so a stale catalog
+/// would read the old rows) is noticed before any result leaves, and the statement runs
+/// again in a new transaction with the new catalog; in an explicit block as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_statement_run_on_a_stale_catalog_runs_again() -> anyhow::Result<()> {
+    let (_cluster, engines) = start(2).await?;
+    let mut a = engines[0].session();
+    let mut b = engines[1].session();
+    exec(&mut a, "CREATE TABLE kv (k int PRIMARY KEY, v text)").await?;
+    exec(&mut a, "INSERT INTO kv VALUES (1, 'old'), (2, 'old')").await?;
+    let get = b.prepare("SELECT v FROM kv WHERE k = $1", &[]).await?;
+    let count = b.prepare("SELECT count(*) FROM kv", &[]).await?;
+    let put = b.prepare("INSERT INTO kv VALUES ($1, $2)", &[]).await?;
+    assert_eq!(
+        text_rows(&b.execute(&get, &[Datum::Int(1)], 0).await?),
+        ["old"]
+    );
+    b.sync().await?;
+
+    // Node 2 still holds the catalog from before the TRUNCATE.
+    exec(&mut a, "TRUNCATE kv").await?;
+    exec(&mut a, "INSERT INTO kv VALUES (1, 'new')").await?;
+    assert_eq!(
+        text_rows(&b.execute(&get, &[Datum::Int(1)], 0).await?),
+        ["new"]
+    );
+    b.sync().await?;
+    assert_eq!(text_rows(&b.execute(&count, &[], 0).await?), ["1"]);
+    b.sync().await?;
+
+    // A write as the first statement: it must land in the new key space.
+    exec(&mut a, "TRUNCATE kv").await?;
+    b.execute(&put, &[Datum::Int(5), Datum::Text("b".into())], 0)
+        .await?;
+    b.sync().await?;
+    assert_eq!(rows(&mut a, "SELECT k, v FROM kv").await?, ["5|b"]);
+
+    // In an explicit block: the block goes on in the new transaction.
+    exec(&mut a, "TRUNCATE kv").await?;
+    exec(&mut b, "BEGIN").await?;
+    assert!(text_rows(&b.execute(&get, &[Datum::Int(5)], 0).await?).is_empty());
+    b.execute(&put, &[Datum::Int(6), Datum::Text("in block".into())], 0)
+        .await?;
+    exec(&mut b, "COMMIT").await?;
+    assert_eq!(rows(&mut a, "SELECT k, v FROM kv").await?, ["6|in block"]);
+    Ok(())
+}

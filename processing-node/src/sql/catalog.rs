@@ -198,6 +198,14 @@ impl CatalogCache {
         Ok(catalog)
     }
 
+    /// Asks `tx` to read the catalog version along with its next records, so that
+    /// [`CatalogCache::load`] finds it in the transaction buffer instead of reading it in a
+    /// round trip of its own.
+    pub fn read_version_with_next_fetch(tx: &mut Transaction) {
+        let key = keys::row_key(SYSTEM_TABLE, &[Datum::Int(0)]);
+        tx.read_with_next_fetch(tables::ROWS, key.into());
+    }
+
     /// The newest catalog this node has loaded (for describing statements outside a
     /// transaction; execution always checks the version).
     pub fn current(&self) -> Option<Arc<Catalog>> {

@@ -8,7 +8,7 @@ use sqlparser::ast::{self, Statement};
 
 use crate::datum::Datum;
 use crate::sql::bind::Planner;
-use crate::sql::catalog::Catalog;
+use crate::sql::catalog::{Catalog, CatalogCache};
 use crate::sql::ddl;
 use crate::sql::error::SqlError;
 use crate::sql::exec::Exec;
@@ -273,20 +273,99 @@ impl Session {
         Ok(text_rows(&display, vec![value], "SHOW"))
     }
 
+    /// Runs a statement in the open (or a new) transaction.
+    ///
+    /// Every transaction must see the catalog of its own snapshot, which costs a read of the
+    /// catalog version; DDL is rare, so a prepared statement that opens a transaction is
+    /// planned and run with this node's newest catalog, and the version is read along with
+    /// the statement's first records. Nothing the statement did leaves the transaction
+    /// before that version is confirmed: if it differs, the transaction (which holds only
+    /// this statement) is rolled back and the statement runs again, in a new one.
     async fn run_in_txn(
         &mut self,
         stmt: &Statement,
         params: &[Datum],
         prepared: Option<&Prepared>,
     ) -> Result<QueryOutput, SqlError> {
+        let notices = self.notices.len();
+        let out = self.run_in_txn_once(stmt, params, prepared, true).await;
+        if !self.catalog_unconfirmed {
+            return out;
+        }
+        match self.confirm_catalog().await {
+            Ok(true) => out,
+            Ok(false) => {
+                if let Some(tx) = self.txn.take() {
+                    let _ = tx.rollback().await;
+                }
+                self.catalog = None;
+                self.notices.truncate(notices);
+                self.run_in_txn_once(stmt, params, prepared, false).await
+            }
+            // A statement that doomed the transaction leaves nothing to read it with.
+            Err(_) if out.is_err() => out,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the catalog version in the open transaction and makes its catalog the
+    /// session's; whether it is the one the statement was run with.
+    async fn confirm_catalog(&mut self) -> Result<bool, SqlError> {
+        self.catalog_unconfirmed = false;
+        let engine = self.engine.clone();
+        let Some(tx) = self.txn.as_mut() else {
+            return Ok(true);
+        };
+        let fresh = engine.catalog.load(tx).await?;
+        let same = self
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.version == fresh.version);
+        self.catalog = Some(fresh);
+        Ok(same)
+    }
+
+    async fn run_in_txn_once(
+        &mut self,
+        stmt: &Statement,
+        params: &[Datum],
+        prepared: Option<&Prepared>,
+        on_trust: bool,
+    ) -> Result<QueryOutput, SqlError> {
         let sql = prepared.map(|p| p.sql.as_str());
-        let catalog = self.ensure_txn().await?;
+        let trusted = match (on_trust && sql.is_some(), &self.catalog) {
+            (true, None) => self.engine.catalog.current(),
+            _ => None,
+        };
+        let catalog = match trusted {
+            Some(catalog) => {
+                if self.txn.is_none() {
+                    let tx = self.engine.engine.begin().await.map_err(txn_error)?;
+                    self.txn = Some(tx);
+                    self.txn_now = now_timestamp();
+                }
+                if let Some(tx) = self.txn.as_mut() {
+                    CatalogCache::read_version_with_next_fetch(tx);
+                }
+                self.catalog = Some(catalog.clone());
+                self.catalog_unconfirmed = true;
+                catalog
+            }
+            None => self.ensure_txn().await?,
+        };
         if self.settings.read_committed()
             && let Some(tx) = self.txn.as_mut()
         {
             tx.begin_statement().await.map_err(txn_error)?;
         }
-        if let Some(planned) = self.plans.plan(sql, &catalog, stmt)? {
+        let planned = self.plans.plan(sql, &catalog, stmt)?;
+        if planned.is_none() && self.catalog_unconfirmed {
+            // Not a planned statement (DDL, transaction control, …): confirm first, and
+            // run with the transaction's own catalog.
+            self.confirm_catalog().await?;
+            return Box::pin(self.run_in_txn_once(stmt, params, prepared, false)).await;
+        }
+        if let Some(planned) = planned {
             // As PostgreSQL: the client decodes rows by the description it was given at
             // Describe, so DDL that changed them fails the execution (drivers re-prepare).
             if let Some(prepared) = prepared

@@ -103,6 +103,7 @@ impl SqlEngine {
             in_block: false,
             txn_now: 0,
             catalog: None,
+            catalog_unconfirmed: false,
             settings: Settings::default(),
             notices: Vec::new(),
             portal: None,
@@ -135,6 +136,10 @@ pub struct Session {
     pub(crate) txn_now: i64,
     /// The catalog as the open transaction sees it.
     pub(crate) catalog: Option<Arc<Catalog>>,
+    /// `catalog` is this node's newest one, taken on trust for the transaction's first
+    /// statement: its version has not been read in the transaction yet (see
+    /// `Session::run_in_txn`).
+    pub(crate) catalog_unconfirmed: bool,
     pub(crate) settings: Settings,
     /// NOTICE / WARNING messages not yet sent to the client.
     pub notices: Vec<String>,

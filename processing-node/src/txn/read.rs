@@ -43,6 +43,12 @@ impl Transaction {
         if missing.is_empty() {
             return Ok(());
         }
+        if let Some(key) = self.ride_along.take()
+            && !self.reads.contains_key(&key)
+            && !queued.contains(&key)
+        {
+            missing.push(key);
+        }
         let shared = self.engine.shared.as_ref();
         let unit_shift = shared.and_then(|s| s.unit_shift);
         // V_max as of *before* the fetch: every tid it holds committed before the records are

@@ -87,6 +87,9 @@ pub struct Transaction {
     pub(crate) read_committed: bool,
     /// READ COMMITTED updates that may be re-applied onto a newer version at commit.
     pub(crate) rebases: Rebases,
+    /// A record to fetch along with the next batch of reads (see
+    /// [`Transaction::read_with_next_fetch`]).
+    pub(crate) ride_along: Option<StoreKey>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -112,7 +115,16 @@ impl Transaction {
             index_entries: Vec::new(),
             read_committed: false,
             rebases: Rebases::new(),
+            ride_along: None,
         }
+    }
+
+    /// Fetches `key` together with the next records this transaction fetches, instead of in
+    /// a round trip of its own (a later read of it is then served from the buffer). The
+    /// SQL layer uses it for the catalog version, which every transaction must read but
+    /// which rarely changes.
+    pub fn read_with_next_fetch(&mut self, table: u64, key: Bytes) {
+        self.ride_along = Some((table, key));
     }
 
     /// The tid (also the version number of everything this transaction writes).
