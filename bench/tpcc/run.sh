@@ -147,6 +147,8 @@ tpcc() { # label ports user server-pid [extra prepare flags]
       log "$label: prepare FAILED (see $OUT/$label.prepare.log)"; tail -5 "$OUT/$label.prepare.log" >&2; return 1; }
   fi
   local load_s=$((SECONDS - t0))
+  # A system-specific step between load and run (PostgreSQL: settle the load first).
+  if [[ -n ${AFTER_PREPARE:-} ]]; then "$AFTER_PREPARE"; fi
   log "$label: run ($THREADS threads, $DURATION)"
   local cpu0 cpu1
   cpu0=$(cpu_seconds "$pid")
@@ -187,13 +189,22 @@ tpcc() { # label ports user server-pid [extra prepare flags]
 
 # One load serves both durability settings: synchronous_commit is reloaded between the runs
 # (the second run starts from the first one's final, consistent state).
+# Right after go-tpc's load PostgreSQL's checkpointer and autovacuum are still busy with it,
+# which made the first measured run (synchronous_commit = off) slower and noisier than the
+# second: both runs start from a vacuumed, analyzed and checkpointed database.
+settle_pg() {
+  log "postgres: VACUUM ANALYZE and CHECKPOINT before the run"
+  "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d tpcc -qc "VACUUM ANALYZE" \
+    -c "CHECKPOINT" >/dev/null
+}
+
 run_pg() {
   ensure_pg
   start_pg off
-  tpcc "postgres-sync-off" "$PG_PORT" postgres "$PG_PID" || true
+  AFTER_PREPARE=settle_pg tpcc "postgres-sync-off" "$PG_PORT" postgres "$PG_PID" || true
   "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc \
     "ALTER SYSTEM SET synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
-  SKIP_PREPARE=1 tpcc "postgres-sync-on" "$PG_PORT" postgres "$PG_PID" || true
+  SKIP_PREPARE=1 AFTER_PREPARE=settle_pg tpcc "postgres-sync-on" "$PG_PORT" postgres "$PG_PID" || true
   stop_server
 }
 
