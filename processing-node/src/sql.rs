@@ -26,6 +26,7 @@ pub mod parse;
 pub mod pg_catalog;
 pub mod plan;
 pub(crate) mod plan_cache;
+pub mod prefetch;
 pub mod pushdown;
 pub mod rebase;
 pub mod run;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use shmdb_processing_node::txn::Engine;
+use shmdb_processing_node::txn::{Engine, TableDef};
 
 /// Begins (and drops) transactions until the engine's lav has passed `tid`, so versions up to
 /// it count as seen by every snapshot.
@@ -23,6 +23,17 @@ async fn lav_past(engine: &Arc<Engine>, tid: u64) -> anyhow::Result<()> {
         passed.then_some(())
     })
     .await
+}
+
+/// Counts the rows of `table` a fresh transaction sees, by a full scan.
+async fn visible_rows(engine: &Arc<Engine>, table: &TableDef) -> anyhow::Result<usize> {
+    let mut tx = engine.begin().await?;
+    let rows = tx
+        .scan(table, Bound::Unbounded, Bound::Unbounded, 0)
+        .await?
+        .len();
+    tx.commit().await?;
+    Ok(rows)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,14 +56,7 @@ async fn scans_delete_the_tombstones_every_snapshot_sees() -> anyhow::Result<()>
     }
     let deleted_by = tx.tid();
     tx.commit().await?;
-    let mut tx = engine.begin().await?;
-    assert_eq!(
-        tx.scan(&t, Bound::Unbounded, Bound::Unbounded, 0)
-            .await?
-            .len(),
-        10
-    );
-    tx.commit().await?;
+    assert_eq!(visible_rows(&engine, &t).await?, 10);
     assert_eq!(
         old.scan(&t, Bound::Unbounded, Bound::Unbounded, 0)
             .await?
@@ -75,14 +79,7 @@ async fn scans_delete_the_tombstones_every_snapshot_sees() -> anyhow::Result<()>
     })
     .await?;
     assert_eq!(engine.prune_stats().pruned.load(Ordering::Relaxed), 10);
-    let mut tx = engine.begin().await?;
-    assert_eq!(
-        tx.scan(&t, Bound::Unbounded, Bound::Unbounded, 0)
-            .await?
-            .len(),
-        10
-    );
-    tx.commit().await?;
+    assert_eq!(visible_rows(&engine, &t).await?, 10);
     cluster.shutdown().await;
     Ok(())
 }

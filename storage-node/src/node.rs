@@ -17,7 +17,7 @@ use crate::memory::MemoryBudget;
 use crate::metrics::NodeMetrics;
 use crate::peers::Peers;
 use crate::range::{Expectation, Outcome, Range, RangeState, Record};
-use shmdb_row_format::filter::{ColumnEquals, may_match};
+use shmdb_row_format::filter::{ColumnEquals, may_hold_garbage, may_match};
 
 /// This node's ranges, indexed by start key (routing) and by id (replication, admin).
 #[derive(Debug, Default)]
@@ -491,7 +491,8 @@ impl Node {
                 (Some(to), None) => Some(to.clone()),
                 (None, end) => end.clone(),
             };
-            let (found, mut resume) = if conditions.is_empty() {
+            let garbage_only = req.filter.as_ref().is_some_and(|f| f.garbage_only);
+            let (found, mut resume) = if conditions.is_empty() && !garbage_only {
                 let mut found = state.scan(&from, upper.as_deref(), limit + 1);
                 let next = (found.len() > limit).then(|| found.remove(limit).0);
                 (found, next)
@@ -501,7 +502,9 @@ impl Node {
                     upper.as_deref(),
                     limit,
                     MAX_SCAN_EXAMINED,
-                    |value| may_match(value, &conditions),
+                    |value| {
+                        (!garbage_only || may_hold_garbage(value)) && may_match(value, &conditions)
+                    },
                 );
                 self.metrics
                     .scan_filtered_out

@@ -6,8 +6,10 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use shmdb_proto::storage::{self as pb};
+use shmdb_proto::storage::{self as pb, storage_client::StorageClient};
 use shmdb_row_format::{RECORD_FORMAT_V1, TAG_INT, TAG_TEXT};
+use shmdb_storage_node::RunningNode;
+use tonic::transport::Channel;
 
 /// A one-version record of a row `(id, name)` in the processing nodes' layout.
 fn record(tid: u8, id: u8, name: &str) -> Vec<u8> {
@@ -26,6 +28,7 @@ fn name_is(name: &str) -> pb::RowFilter {
             column: 1,
             value: value.into(),
         }],
+        garbage_only: false,
     }
 }
 
@@ -41,13 +44,19 @@ fn scan(v: u64, start: &[u8], limit: u32, filter: pb::RowFilter) -> pb::ScanRequ
     }
 }
 
-#[tokio::test]
-async fn only_records_that_may_match_are_sent() {
+/// One node owning the whole table in one range: the node (kept running by the caller), a
+/// client to it, and the map version requests carry.
+async fn one_node() -> (Vec<RunningNode>, StorageClient<Channel>, u64) {
     let nodes = start_nodes(1, |_| {}).await;
     let map = bootstrap_map(&nodes, 1, 1);
     install(&nodes, &map).await;
-    let mut c = storage(&nodes[0].addr.to_string()).await;
-    let v = map.version;
+    let c = storage(&nodes[0].addr.to_string()).await;
+    (nodes, c, map.version)
+}
+
+#[tokio::test]
+async fn only_records_that_may_match_are_sent() {
+    let (nodes, mut c, v) = one_node().await;
     for (key, value) in [
         (&b"a"[..], record(5, 1, "ABLE")),
         (b"b", record(6, 2, "BAR")),
@@ -86,11 +95,7 @@ async fn only_records_that_may_match_are_sent() {
 
 #[tokio::test]
 async fn one_request_examines_a_bounded_share_of_the_range() {
-    let nodes = start_nodes(1, |_| {}).await;
-    let map = bootstrap_map(&nodes, 1, 1);
-    install(&nodes, &map).await;
-    let mut c = storage(&nodes[0].addr.to_string()).await;
-    let v = map.version;
+    let (_nodes, mut c, v) = one_node().await;
     // 20,000 records that do not match, then one that does.
     for chunk in (0..20_000u32).collect::<Vec<_>>().chunks(2_000) {
         let ops = chunk
@@ -136,11 +141,7 @@ async fn one_request_examines_a_bounded_share_of_the_range() {
 
 #[tokio::test]
 async fn malformed_filters_are_refused_and_the_node_keeps_serving() {
-    let nodes = start_nodes(1, |_| {}).await;
-    let map = bootstrap_map(&nodes, 1, 1);
-    install(&nodes, &map).await;
-    let mut c = storage(&nodes[0].addr.to_string()).await;
-    let v = map.version;
+    let (_nodes, mut c, v) = one_node().await;
     let condition = |value: Vec<u8>| pb::ColumnEquals {
         column: 0,
         value: value.into(),
@@ -154,7 +155,15 @@ async fn malformed_filters_are_refused_and_the_node_keeps_serving() {
         ("33 conditions", vec![condition(vec![TAG_INT, 2]); 33]),
     ] {
         let resp = c
-            .scan(scan(v, b"", 0, pb::RowFilter { equals: filter }))
+            .scan(scan(
+                v,
+                b"",
+                0,
+                pb::RowFilter {
+                    equals: filter,
+                    garbage_only: false,
+                },
+            ))
             .await
             .expect("scan rpc")
             .into_inner();
@@ -168,4 +177,45 @@ async fn malformed_filters_are_refused_and_the_node_keeps_serving() {
         run(&mut c, v, put(b"after", b"ok")).await,
         pb::op_result::Result::Written(_)
     ));
+}
+
+#[tokio::test]
+async fn a_garbage_only_scan_sends_the_records_a_sweep_has_work_in() {
+    let (nodes, mut c, v) = one_node().await;
+    let live = record(5, 1, "ABLE");
+    // The same row in two versions (tid 9 over tid 5), and a lone tombstone of tid 7.
+    let mut updated = vec![RECORD_FORMAT_V1, 2, 9, live.len() as u8 - 3];
+    updated.extend_from_slice(&live[4..]);
+    updated.extend_from_slice(&[4, live.len() as u8 - 3]);
+    updated.extend_from_slice(&live[4..]);
+    for (key, value) in [
+        (&b"a"[..], live.clone()),
+        (b"b", updated),
+        (b"c", vec![RECORD_FORMAT_V1, 1, 7, 0]),
+        (b"d", Vec::new()),
+        (b"e", b"opaque, not a record".to_vec()),
+        (b"f", live),
+    ] {
+        assert!(matches!(
+            run(&mut c, v, put(key, &value)).await,
+            pb::op_result::Result::Written(_)
+        ));
+    }
+    let garbage_only = pb::RowFilter {
+        equals: Vec::new(),
+        garbage_only: true,
+    };
+    let resp = c
+        .scan(scan(v, b"", 0, garbage_only))
+        .await
+        .expect("scan rpc")
+        .into_inner();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    let keys: Vec<&[u8]> = resp.items.iter().map(|kv| kv.key.as_ref()).collect();
+    assert_eq!(
+        keys,
+        [&b"b"[..], b"c", b"e"],
+        "several versions, a tombstone, and what the node cannot read"
+    );
+    assert_eq!(nodes[0].node.metrics().scan_filtered_out.get(), 3);
 }

@@ -33,6 +33,31 @@ pub fn may_match(record: &[u8], conditions: &[ColumnEquals<'_>]) -> bool {
     any_version_matches(record, conditions).unwrap_or(true)
 }
 
+/// Whether `record` may hold versions a garbage collector could reclaim: more than one
+/// version, a tombstone, no version at all, or bytes this layout cannot read. A record with
+/// a single live version holds nothing to reclaim whatever the collector's horizon, and an
+/// empty value is not a record (the version-unaware index entries). The only rule, as for
+/// [`may_match`]: never answer `false` for a record that has something to reclaim.
+pub fn may_hold_garbage(record: &[u8]) -> bool {
+    if record.is_empty() {
+        return false;
+    }
+    single_live_version(record).is_none_or(|single| !single)
+}
+
+/// `None` when the record's header is not readable as the layout.
+fn single_live_version(record: &[u8]) -> Option<bool> {
+    let mut reader = Reader { bytes: record };
+    if reader.byte()? != RECORD_FORMAT_V1 {
+        return None;
+    }
+    if reader.varint()? != 1 {
+        return Some(false);
+    }
+    reader.varint()?; // tid
+    Some(reader.varint()? != 0)
+}
+
 /// `None` when the record is not readable as the layout.
 fn any_version_matches(record: &[u8], conditions: &[ColumnEquals<'_>]) -> Option<bool> {
     let mut reader = Reader { bytes: record };
@@ -274,6 +299,21 @@ mod tests {
             may_match(&record(&[(1, Some(row(&[int(5)])))]), &[]),
             "no conditions"
         );
+    }
+
+    #[test]
+    fn only_records_with_something_to_reclaim_may_hold_garbage() {
+        let live = row(&[int(1), text("ABLE")]);
+        assert!(!may_hold_garbage(&record(&[(7, Some(live.clone()))])));
+        assert!(may_hold_garbage(&record(&[(7, None)])), "a tombstone");
+        assert!(
+            may_hold_garbage(&record(&[(9, Some(live.clone())), (7, Some(live))])),
+            "two versions"
+        );
+        assert!(may_hold_garbage(&record(&[])), "no version");
+        assert!(!may_hold_garbage(b""), "an index entry, not a record");
+        assert!(may_hold_garbage(b"\x02\x01"), "another layout");
+        assert!(may_hold_garbage(&[RECORD_FORMAT_V1, 1, 0xff]), "truncated");
     }
 
     proptest::proptest! {

@@ -192,6 +192,14 @@ proptest! {
         prop_assert_eq!(rec.visible(|t| visible.contains(&t)).map(|v| v.tid), expected);
     }
 
+    /// The storage nodes' sweep pre-filter never holds back a record the sweep has work in.
+    #[test]
+    fn the_sweep_filter_sends_every_record_with_garbage(rec in any_record(), lav in 0u64..65) {
+        if rec.is_garbage(lav) || rec.has_garbage(lav) {
+            prop_assert!(shmdb_row_format::filter::may_hold_garbage(&rec.encode()));
+        }
+    }
+
     #[test]
     fn gc_invariants(
         (rec, lav, snapshots) in any_record().prop_flat_map(|rec| (Just(rec), 0u64..65))

@@ -357,7 +357,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Key values for a table's key columns from expressions (no row, or an outer row).
-    fn key_values(
+    pub(crate) fn key_values(
         &self,
         meta: &TableMeta,
         cols: &[usize],

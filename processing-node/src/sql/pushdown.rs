@@ -24,7 +24,10 @@ pub fn store_filter(
 ) -> Option<RowFilter> {
     let mut equals = Vec::new();
     collect(meta, condition?, ctx, &mut equals);
-    (!equals.is_empty()).then_some(RowFilter { equals })
+    (!equals.is_empty()).then_some(RowFilter {
+        equals,
+        garbage_only: false,
+    })
 }
 
 fn collect(meta: &TableMeta, expr: &Expr, ctx: &EvalCtx<'_>, out: &mut Vec<ColumnEquals>) {

@@ -495,6 +495,12 @@ impl Session {
             catalog,
             cancel: &self.cancel,
         };
+        let main = match planned {
+            Planned::Query(qp, _) => Some(&qp.plan),
+            _ => None,
+        };
+        ex.prefetch(subs.iter().map(|s| &s.plan.plan).chain(main))
+            .await?;
         ex.prepare_subqueries(subs).await?;
         let (tag, returning, rows) = match planned {
             Planned::Query(qp, _) => {

@@ -682,8 +682,12 @@ impl Planner<'_> {
                 e.columns(&mut cols);
                 cols.iter().all(|c| *c < offset)
             };
-            let mut all: Vec<Expr> = conds.clone();
-            all.extend(local.iter().cloned());
+            // The relation's own predicates first: a key they fix with constants and
+            // parameters (`w_id = $1` beside `c_w_id = w_id`) makes it a lookup that needs no
+            // left row, so it is read once and fetched with the statement's other fixed
+            // lookups (`sql::prefetch`) instead of after the left side.
+            let mut all: Vec<Expr> = local.clone();
+            all.extend(conds.iter().cloned());
             let lookup = match &rels[i].kind {
                 RelKind::Table(meta) => pk_lookup(meta, &all, offset, &left_available)
                     .filter(|k| k.iter().any(|e| !e.is_row_free())),

@@ -222,6 +222,18 @@ impl Transaction {
             .collect()
     }
 
+    /// Brings the records of these rows into the buffer in one batch, for the lookups a
+    /// statement is about to make (`sql::prefetch`). It decides nothing: the lookups still
+    /// read through the buffer as they would have.
+    pub async fn prefetch(&mut self, rows: &[(TableDef, Vec<Datum>)]) -> Result<(), TxnError> {
+        self.ensure_active()?;
+        let keys: Vec<StoreKey> = rows
+            .iter()
+            .map(|(table, pk)| (tables::ROWS, Bytes::from(keys::row_key(table.id, pk))))
+            .collect();
+        self.fetch_all(&keys).await
+    }
+
     /// Rows with primary key between `lower` and `upper` (prefix bounds, see
     /// [`keys::pk_range`]), in primary-key order, at most `limit` (0 = no limit).
     pub async fn scan(
