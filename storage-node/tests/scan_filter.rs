@@ -54,30 +54,44 @@ async fn one_node() -> (Vec<RunningNode>, StorageClient<Channel>, u64) {
     (nodes, c, map.version)
 }
 
-#[tokio::test]
-async fn only_records_that_may_match_are_sent() {
-    let (nodes, mut c, v) = one_node().await;
-    for (key, value) in [
-        (&b"a"[..], record(5, 1, "ABLE")),
-        (b"b", record(6, 2, "BAR")),
-        (b"c", record(7, 3, "ABLE")),
-        (b"d", b"opaque, not a record".to_vec()),
-        (b"e", record(8, 4, "OUGHT")),
-    ] {
+/// Writes every `(key, value)` and checks each was written.
+async fn put_all<const N: usize>(
+    c: &mut StorageClient<Channel>,
+    v: u64,
+    items: [(&[u8], Vec<u8>); N],
+) {
+    for (key, value) in items {
         assert!(matches!(
-            run(&mut c, v, put(key, &value)).await,
+            run(c, v, put(key, &value)).await,
             pb::op_result::Result::Written(_)
         ));
     }
-    let resp = c
-        .scan(scan(v, b"", 0, name_is("ABLE")))
-        .await
-        .expect("scan rpc")
-        .into_inner();
+}
+
+/// The keys one scan request answers with; fails on an error answer.
+async fn scanned_keys(c: &mut StorageClient<Channel>, req: pb::ScanRequest) -> Vec<Bytes> {
+    let resp = c.scan(req).await.expect("scan rpc").into_inner();
     assert!(resp.error.is_none(), "{:?}", resp.error);
-    let keys: Vec<&[u8]> = resp.items.iter().map(|kv| kv.key.as_ref()).collect();
+    resp.items.into_iter().map(|kv| kv.key).collect()
+}
+
+#[tokio::test]
+async fn only_records_that_may_match_are_sent() {
+    let (nodes, mut c, v) = one_node().await;
+    put_all(
+        &mut c,
+        v,
+        [
+            (&b"a"[..], record(5, 1, "ABLE")),
+            (b"b", record(6, 2, "BAR")),
+            (b"c", record(7, 3, "ABLE")),
+            (b"d", b"opaque, not a record".to_vec()),
+            (b"e", record(8, 4, "OUGHT")),
+        ],
+    )
+    .await;
     assert_eq!(
-        keys,
+        scanned_keys(&mut c, scan(v, b"", 0, name_is("ABLE"))).await,
         [&b"a"[..], b"c", b"d"],
         "matches plus what it cannot read"
     );
@@ -188,32 +202,25 @@ async fn a_garbage_only_scan_sends_the_records_a_sweep_has_work_in() {
     updated.extend_from_slice(&live[4..]);
     updated.extend_from_slice(&[4, live.len() as u8 - 3]);
     updated.extend_from_slice(&live[4..]);
-    for (key, value) in [
-        (&b"a"[..], live.clone()),
-        (b"b", updated),
-        (b"c", vec![RECORD_FORMAT_V1, 1, 7, 0]),
-        (b"d", Vec::new()),
-        (b"e", b"opaque, not a record".to_vec()),
-        (b"f", live),
-    ] {
-        assert!(matches!(
-            run(&mut c, v, put(key, &value)).await,
-            pb::op_result::Result::Written(_)
-        ));
-    }
+    put_all(
+        &mut c,
+        v,
+        [
+            (&b"a"[..], live.clone()),
+            (b"b", updated),
+            (b"c", vec![RECORD_FORMAT_V1, 1, 7, 0]),
+            (b"d", Vec::new()),
+            (b"e", b"opaque, not a record".to_vec()),
+            (b"f", live),
+        ],
+    )
+    .await;
     let garbage_only = pb::RowFilter {
         equals: Vec::new(),
         garbage_only: true,
     };
-    let resp = c
-        .scan(scan(v, b"", 0, garbage_only))
-        .await
-        .expect("scan rpc")
-        .into_inner();
-    assert!(resp.error.is_none(), "{:?}", resp.error);
-    let keys: Vec<&[u8]> = resp.items.iter().map(|kv| kv.key.as_ref()).collect();
     assert_eq!(
-        keys,
+        scanned_keys(&mut c, scan(v, b"", 0, garbage_only)).await,
         [&b"b"[..], b"c", b"e"],
         "several versions, a tombstone, and what the node cannot read"
     );
