@@ -4,12 +4,12 @@
 //! (`SELECT … FROM customer, warehouse WHERE w_id = $1 AND c_w_id = w_id AND …` reads both
 //! rows at once). The operators then find the records in the transaction's buffer.
 
+use crate::keys::SqlTableId;
 use crate::sql::error::SqlError;
 use crate::sql::exec::{Exec, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::{Access, Plan, ScanNode};
 use crate::sql::txn_error;
-use crate::txn::TableDef;
 
 impl Exec<'_> {
     /// Fetches the rows of every fixed key lookup in `plans` in one batch, when there are
@@ -26,7 +26,7 @@ impl Exec<'_> {
         if scans.len() < 2 {
             return Ok(());
         }
-        let mut rows: Vec<(TableDef, Row)> = Vec::new();
+        let mut rows: Vec<(SqlTableId, Row)> = Vec::new();
         for scan in scans {
             let meta = &scan.table;
             let keys: &[Vec<Expr>] = match &scan.access {
@@ -34,10 +34,10 @@ impl Exec<'_> {
                 Access::PkMulti(keys) => keys,
                 _ => continue,
             };
-            let def = meta.def();
+            let table = meta.store_id;
             for key in keys {
                 if let Ok(Some(pk)) = self.key_values(meta, &meta.primary_key, key, &[]) {
-                    rows.push((def.clone(), pk));
+                    rows.push((table, pk));
                 }
             }
         }

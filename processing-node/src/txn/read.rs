@@ -225,11 +225,14 @@ impl Transaction {
     /// Brings the records of these rows into the buffer in one batch, for the lookups a
     /// statement is about to make (`sql::prefetch`). It decides nothing: the lookups still
     /// read through the buffer as they would have.
-    pub async fn prefetch(&mut self, rows: &[(TableDef, Vec<Datum>)]) -> Result<(), TxnError> {
+    pub async fn prefetch(
+        &mut self,
+        rows: &[(keys::SqlTableId, Vec<Datum>)],
+    ) -> Result<(), TxnError> {
         self.ensure_active()?;
         let keys: Vec<StoreKey> = rows
             .iter()
-            .map(|(table, pk)| (tables::ROWS, Bytes::from(keys::row_key(table.id, pk))))
+            .map(|(table, pk)| (tables::ROWS, Bytes::from(keys::row_key(*table, pk))))
             .collect();
         self.fetch_all(&keys).await
     }
