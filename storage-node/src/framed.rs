@@ -110,8 +110,8 @@ async fn accept(
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        // Held while spawning, so the connection's guard removes it only after it is listed.
-        let mut open = connections.lock();
+        // Not locked while spawning: a runtime shutting down drops the task in `spawn`,
+        // and its guard takes the same lock.
         let task = tokio::spawn(serve(
             socket,
             peer,
@@ -124,7 +124,13 @@ async fn accept(
                 connections: connections.clone(),
             },
         ));
+        let mut open = connections.lock();
         open.insert(id, task.abort_handle());
+        // A task already over has dropped its guard, which found nothing to remove; one
+        // ending now waits for this lock and removes the entry after it.
+        if task.is_finished() {
+            open.remove(&id);
+        }
     }
 }
 
@@ -232,5 +238,79 @@ struct OpenConnection(prometheus::IntGauge);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::metrics::NodeMetrics;
+
+    /// A runtime shutting down while the listener accepts a connection: the spawn of the
+    /// connection's task then drops it at once, and its guard must not wait on a lock the
+    /// accepting task holds (that hung the shutdown for good, and with it any process
+    /// dropping an in-process node).
+    #[test]
+    fn a_runtime_shuts_down_while_connections_arrive() {
+        for round in 0..20 {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let server = runtime
+                .block_on(async {
+                    let listener = TcpListener::bind("127.0.0.1:0").await?;
+                    let node = Node::new(
+                        NodeConfig::local(1, listener.local_addr()?),
+                        NodeMetrics::new(1).map_err(std::io::Error::other)?,
+                    );
+                    let metrics = FramedMetrics::new().map_err(std::io::Error::other)?;
+                    FramedServer::start(listener, node, 1 << 20, metrics, stop_rx)
+                })
+                .expect("server");
+            let addr = server.addr;
+            let dialing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let dialer = {
+                let dialing = dialing.clone();
+                std::thread::spawn(move || {
+                    let mut held = std::collections::VecDeque::new();
+                    while dialing.load(Ordering::Relaxed) {
+                        let dialed =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50));
+                        if let Ok(s) = dialed {
+                            held.push_back(s);
+                        }
+                        if held.len() > 64 {
+                            held.pop_front();
+                        }
+                    }
+                })
+            };
+            // Let connections flow, then shut the runtime down under them.
+            runtime.block_on(async {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while server.connections() < 4 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(runtime);
+                let _ = done_tx.send(());
+            });
+            let finished = done_rx.recv_timeout(Duration::from_secs(20));
+            dialing.store(false, Ordering::Relaxed);
+            let _ = dialer.join();
+            drop(stop_tx);
+            assert!(
+                finished.is_ok(),
+                "round {round}: the runtime did not shut down"
+            );
+        }
     }
 }
