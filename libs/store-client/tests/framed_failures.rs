@@ -7,6 +7,8 @@
 //! bytes that are no answer, `huge` with a length far over the limit, `close` by closing the
 //! connection, and anything else with the key as the found value.
 
+mod echo;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use echo::{answer, first_key, found, get, spawn_call, wait_for};
+
 /// The gRPC side of the fake: tells the framed port (or has no `FramedEndpoint`, as an
 /// older node) and serves unary batches for clients that fall back.
 #[derive(Clone, Default)]
@@ -36,25 +40,6 @@ struct FakeNode {
     asked: Arc<AtomicU64>,
     /// Never answer `FramedEndpoint` (a node hung before it could say).
     hang_discovery: Arc<std::sync::atomic::AtomicBool>,
-}
-
-fn answer(key: &Bytes) -> pb::BatchResponse {
-    pb::BatchResponse {
-        results: vec![pb::OpResult {
-            result: Some(pb::op_result::Result::Found(pb::Found {
-                value: key.clone(),
-                stamp: 1,
-            })),
-        }],
-        map_version: 1,
-    }
-}
-
-fn first_key(batch: &pb::BatchRequest) -> Bytes {
-    match batch.ops.first().and_then(|op| op.op.as_ref()) {
-        Some(pb::op::Op::Get(get)) => get.key.clone(),
-        _ => Bytes::new(),
-    }
 }
 
 #[tonic::async_trait]
@@ -148,6 +133,18 @@ impl FramedSide {
     fn kill(&self) {
         for task in self.tasks.lock().drain(..) {
             task.abort();
+        }
+    }
+
+    /// [`FramedSide::kill`], returning once every task is gone and its sockets are closed
+    /// (an abort only asks: a connection may still answer a request meanwhile).
+    async fn stop(&self) {
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
         }
     }
 }
@@ -250,48 +247,6 @@ fn transport(request_timeout: Duration) -> Arc<FramedTransport> {
     ))
 }
 
-fn get(key: &str) -> pb::BatchRequest {
-    pb::BatchRequest {
-        map_version: 1,
-        ops: vec![pb::Op {
-            op: Some(pb::op::Op::Get(pb::GetOp {
-                table: 1,
-                key: Bytes::from(key.to_owned()),
-            })),
-        }],
-    }
-}
-
-fn found(response: &pb::BatchResponse) -> Option<Bytes> {
-    match response.results.first().and_then(|r| r.result.as_ref()) {
-        Some(pb::op_result::Result::Found(f)) => Some(f.value.clone()),
-        _ => None,
-    }
-}
-
-/// Waits until `cond` holds, for at most five seconds.
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn spawn_call(
-    t: &Arc<FramedTransport>,
-    addr: &str,
-    key: &'static str,
-) -> JoinHandle<(Result<pb::BatchResponse, TransportError>, Duration)> {
-    let t = t.clone();
-    let addr = addr.to_owned();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let result = t.batch(&addr, get(key)).await;
-        (result, started.elapsed())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_travel_framed_after_one_discovery_call() {
     let harness = Harness::start(true).await;
@@ -309,8 +264,12 @@ async fn requests_travel_framed_after_one_discovery_call() {
         "nothing over gRPC"
     );
     assert_eq!(t.connections_opened(), 1);
-    assert_eq!(t.metrics().frames(Direction::Sent), 20);
     assert_eq!(t.metrics().frames(Direction::Received), 20);
+    // The writer counts a frame once its write returns, which may be after the answer.
+    wait_for("all 20 frames counted as sent", || {
+        t.metrics().frames(Direction::Sent) == 20
+    })
+    .await;
     assert_eq!(t.metrics().grpc_fallbacks.get(), 0);
 }
 
@@ -342,7 +301,7 @@ async fn a_killed_node_fails_every_request_in_flight_as_lost_promptly() {
         harness.framed().received.load(Ordering::SeqCst) >= 9
     })
     .await;
-    harness.framed().kill();
+    harness.framed().stop().await;
     for call in calls {
         let (result, elapsed) = call.await.expect("task");
         let err = result.expect_err("no answer from a dead node");
@@ -452,7 +411,7 @@ async fn a_node_restarted_on_another_framed_port_is_found_again() {
     t.batch(&harness.addr, get("warm")).await.expect("warm-up");
     // The framed side restarts on a new port; the gRPC address stays.
     if let Some(old) = harness.framed.take() {
-        old.kill();
+        old.stop().await;
     }
     let side = FramedSide::start().await;
     *harness.node.framed_port.lock() = Some(side.port);

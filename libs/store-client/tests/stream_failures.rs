@@ -5,6 +5,8 @@
 //! The fake node answers a batch whose first key is `hang` never, `close` by ending the
 //! stream, `bad` with an error answer, and anything else with the key as the found value.
 
+mod echo;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use echo::{answer, first_key, found, get, spawn_call, wait_for};
+
 #[derive(Clone, Default)]
 struct FakeNode {
     /// Answer `Stream` with UNIMPLEMENTED, as a node older than the client.
@@ -32,25 +36,6 @@ struct FakeNode {
     unary: Arc<AtomicU64>,
     /// Streams opened.
     streams: Arc<AtomicU64>,
-}
-
-fn answer(key: &Bytes) -> pb::BatchResponse {
-    pb::BatchResponse {
-        results: vec![pb::OpResult {
-            result: Some(pb::op_result::Result::Found(pb::Found {
-                value: key.clone(),
-                stamp: 1,
-            })),
-        }],
-        map_version: 1,
-    }
-}
-
-fn first_key(batch: &pb::BatchRequest) -> Bytes {
-    match batch.ops.first().and_then(|op| op.op.as_ref()) {
-        Some(pb::op::Op::Get(get)) => get.key.clone(),
-        _ => Bytes::new(),
-    }
 }
 
 type Answers = futures::channel::mpsc::UnboundedSender<Result<pb::StreamResponse, Status>>;
@@ -205,48 +190,6 @@ fn transport(request_timeout: Duration) -> Arc<GrpcTransport> {
         data_path: DataPath::Stream,
         ..GrpcConfig::default()
     }))
-}
-
-fn get(key: &'static str) -> pb::BatchRequest {
-    pb::BatchRequest {
-        map_version: 1,
-        ops: vec![pb::Op {
-            op: Some(pb::op::Op::Get(pb::GetOp {
-                table: 1,
-                key: Bytes::from_static(key.as_bytes()),
-            })),
-        }],
-    }
-}
-
-fn found(response: &pb::BatchResponse) -> Option<Bytes> {
-    match response.results.first().and_then(|r| r.result.as_ref()) {
-        Some(pb::op_result::Result::Found(f)) => Some(f.value.clone()),
-        _ => None,
-    }
-}
-
-/// Waits until `cond` holds, for at most five seconds.
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn spawn_call(
-    t: &Arc<GrpcTransport>,
-    addr: &str,
-    key: &'static str,
-) -> JoinHandle<(Result<pb::BatchResponse, TransportError>, Duration)> {
-    let t = t.clone();
-    let addr = addr.to_owned();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let result = t.batch(&addr, get(key)).await;
-        (result, started.elapsed())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
