@@ -35,7 +35,16 @@ pub struct FramedServer {
     /// The bound address (its port is what `FramedEndpoint` answers).
     pub addr: SocketAddr,
     accept: JoinHandle<()>,
-    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    connections: Arc<Mutex<Connections>>,
+}
+
+/// The connections being served, so [`FramedServer::abort`] can end them all.
+#[derive(Debug, Default)]
+struct Connections {
+    open: HashMap<u64, AbortHandle>,
+    /// Set by [`FramedServer::abort`]: a connection accepted just before it is ended as
+    /// soon as it would be listed, not left running.
+    aborted: bool,
 }
 
 impl FramedServer {
@@ -49,7 +58,7 @@ impl FramedServer {
         stopping: watch::Receiver<bool>,
     ) -> std::io::Result<FramedServer> {
         let addr = listener.local_addr()?;
-        let connections: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+        let connections: Arc<Mutex<Connections>> = Arc::default();
         let accept = tokio::spawn(accept(
             listener,
             node,
@@ -67,7 +76,7 @@ impl FramedServer {
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
-        self.connections.lock().len()
+        self.connections.lock().open.len()
     }
 
     /// Stops accepting; open connections end on their own once the node's stop signal has
@@ -79,7 +88,11 @@ impl FramedServer {
     /// Drops every connection at once, as a crash would: requests in flight get no answer.
     pub fn abort(&self) {
         self.accept.abort();
-        let connections: Vec<_> = self.connections.lock().drain().map(|(_, c)| c).collect();
+        let connections: Vec<_> = {
+            let mut list = self.connections.lock();
+            list.aborted = true;
+            list.open.drain().map(|(_, c)| c).collect()
+        };
         for connection in connections {
             connection.abort();
         }
@@ -92,7 +105,7 @@ async fn accept(
     max_frame: usize,
     metrics: FramedMetrics,
     stopping: watch::Receiver<bool>,
-    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    connections: Arc<Mutex<Connections>>,
 ) {
     let next_id = AtomicU64::new(1);
     loop {
@@ -124,12 +137,17 @@ async fn accept(
                 connections: connections.clone(),
             },
         ));
-        let mut open = connections.lock();
-        open.insert(id, task.abort_handle());
-        // A task already over has dropped its guard, which found nothing to remove; one
-        // ending now waits for this lock and removes the entry after it.
-        if task.is_finished() {
-            open.remove(&id);
+        let aborted = {
+            let mut list = connections.lock();
+            // A task already over has dropped its guard, which found nothing to remove; one
+            // ending now waits for this lock and removes the entry after it.
+            if !list.aborted && !task.is_finished() {
+                list.open.insert(id, task.abort_handle());
+            }
+            list.aborted
+        };
+        if aborted {
+            task.abort();
         }
     }
 }
@@ -137,12 +155,12 @@ async fn accept(
 /// Removes a connection from the server's list when its task ends (or is aborted).
 struct Registered {
     id: u64,
-    connections: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    connections: Arc<Mutex<Connections>>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.connections.lock().remove(&self.id);
+        self.connections.lock().open.remove(&self.id);
     }
 }
 
@@ -243,42 +261,53 @@ impl Drop for OpenConnection {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::io::Read as _;
+    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
     use super::*;
     use crate::config::NodeConfig;
     use crate::metrics::NodeMetrics;
 
-    /// A runtime shutting down while the listener accepts a connection: the spawn of the
-    /// connection's task then drops it at once, and its guard must not wait on a lock the
-    /// accepting task holds (that hung the shutdown for good, and with it any process
-    /// dropping an in-process node).
-    #[test]
-    fn a_runtime_shuts_down_while_connections_arrive() {
-        for round in 0..20 {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let server = runtime
-                .block_on(async {
-                    let listener = TcpListener::bind("127.0.0.1:0").await?;
-                    let node = Node::new(
-                        NodeConfig::local(1, listener.local_addr()?),
-                        NodeMetrics::new(1).map_err(std::io::Error::other)?,
-                    );
-                    let metrics = FramedMetrics::new().map_err(std::io::Error::other)?;
-                    FramedServer::start(listener, node, 1 << 20, metrics, stop_rx)
-                })
-                .expect("server");
-            let addr = server.addr;
-            let dialing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-            let dialer = {
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A framed server on `runtime` for an empty node, and its stop signal.
+    fn serve_on(runtime: &tokio::runtime::Runtime) -> (FramedServer, watch::Sender<bool>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = runtime
+            .block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let node = Node::new(
+                    NodeConfig::local(1, listener.local_addr()?),
+                    NodeMetrics::new(1).map_err(std::io::Error::other)?,
+                );
+                let metrics = FramedMetrics::new().map_err(std::io::Error::other)?;
+                FramedServer::start(listener, node, 1 << 20, metrics, stop_rx)
+            })
+            .expect("server");
+        (server, stop_tx)
+    }
+
+    /// A thread connecting to `addr` as fast as it can, keeping the last connections open.
+    struct Dialer {
+        dialing: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<VecDeque<std::net::TcpStream>>,
+    }
+
+    impl Dialer {
+        fn start(addr: SocketAddr) -> Dialer {
+            let dialing = Arc::new(AtomicBool::new(true));
+            let thread = {
                 let dialing = dialing.clone();
                 std::thread::spawn(move || {
-                    let mut held = std::collections::VecDeque::new();
+                    let mut held = VecDeque::new();
                     while dialing.load(Ordering::Relaxed) {
                         let dialed =
                             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50));
@@ -289,28 +318,75 @@ mod tests {
                             held.pop_front();
                         }
                     }
+                    held
                 })
             };
-            // Let connections flow, then shut the runtime down under them.
-            runtime.block_on(async {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while server.connections() < 4 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            });
+            Dialer { dialing, thread }
+        }
+
+        /// Stops dialing; the connections it still holds.
+        fn stop(self) -> VecDeque<std::net::TcpStream> {
+            self.dialing.store(false, Ordering::Relaxed);
+            self.thread.join().expect("dialer")
+        }
+    }
+
+    /// Waits (at most five seconds) until `server` serves a few connections.
+    fn some_connections(runtime: &tokio::runtime::Runtime, server: &FramedServer) {
+        runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while server.connections() < 4 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+
+    /// A runtime shutting down while the listener accepts a connection: the spawn of the
+    /// connection's task then drops it at once, and its guard must not wait on a lock the
+    /// accepting task holds (that hung the shutdown for good, and with it any process
+    /// dropping an in-process node).
+    #[test]
+    fn a_runtime_shuts_down_while_connections_arrive() {
+        for round in 0..20 {
+            let runtime = runtime();
+            let (server, _stop) = serve_on(&runtime);
+            let dialer = Dialer::start(server.addr);
+            some_connections(&runtime, &server);
             let (done_tx, done_rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 drop(runtime);
                 let _ = done_tx.send(());
             });
             let finished = done_rx.recv_timeout(Duration::from_secs(20));
-            dialing.store(false, Ordering::Relaxed);
-            let _ = dialer.join();
-            drop(stop_tx);
+            dialer.stop();
             assert!(
                 finished.is_ok(),
                 "round {round}: the runtime did not shut down"
             );
+        }
+    }
+
+    /// `abort` is a crash: every connection ends, also one accepted while it runs.
+    #[test]
+    fn abort_ends_every_connection_while_connections_arrive() {
+        let runtime = runtime();
+        for round in 0..20 {
+            let (server, _stop) = serve_on(&runtime);
+            let dialer = Dialer::start(server.addr);
+            some_connections(&runtime, &server);
+            server.abort();
+            for mut socket in dialer.stop() {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut buf = [0u8; 8];
+                match socket.read(&mut buf) {
+                    Ok(0) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                    other => panic!("round {round}: a connection outlived abort: {other:?}"),
+                }
+            }
+            assert_eq!(server.connections(), 0, "round {round}");
         }
     }
 }
