@@ -42,8 +42,8 @@ pub struct FramedServer {
 #[derive(Debug, Default)]
 struct Connections {
     open: HashMap<u64, AbortHandle>,
-    /// Set by [`FramedServer::abort`]: a connection accepted just before it is ended as
-    /// soon as it would be listed, not left running.
+    /// Set by [`FramedServer::abort`], so that a connection accepted while it runs is
+    /// ended instead of listed and left running.
     aborted: bool,
 }
 
