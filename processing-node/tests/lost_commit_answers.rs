@@ -14,12 +14,10 @@ use async_trait::async_trait;
 use common::*;
 use parking_lot::Mutex;
 use shmdb_placement::tables;
+use shmdb_processing_node::txn::EngineConfig;
 use shmdb_processing_node::txn::log::LogStatus;
-use shmdb_processing_node::txn::{Engine, EngineConfig};
 use shmdb_store_client::proto::{self as pb, op::Op as PbOp};
-use shmdb_store_client::{
-    GrpcConfig, GrpcTransport, StoreClient, StoreClientConfig, Transport, TransportError,
-};
+use shmdb_store_client::{GrpcConfig, GrpcTransport, Transport, TransportError};
 
 /// Which request of the commit path loses its answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,20 +106,10 @@ async fn lost_answer_aborts_cleanly(target: Target) -> anyhow::Result<()> {
         armed: Mutex::new(None),
         lost: Mutex::new(0),
     });
-    let store = StoreClient::with_transport(
-        StoreClientConfig::with_seeds(cluster.storage.seeds()),
-        transport.clone(),
-    )
-    .await?;
     let plain = cluster.engine(1)?;
-    let mut commit_cfg =
-        shmdb_commit_manager::CommitClientConfig::new([cluster.manager.addr.to_string()], 2);
-    commit_cfg.heartbeat_interval = Some(Duration::from_millis(200));
-    let losing = Engine::new(
-        EngineConfig::new(2),
-        store,
-        Arc::new(shmdb_commit_manager::CommitClient::new(commit_cfg)?),
-    );
+    let losing = cluster
+        .engine_through(EngineConfig::new(2), transport.clone())
+        .await?;
     let t = accounts();
     let mut tx = plain.begin().await?;
     tx.insert(&t, vec![int(1), text("ann"), int(100)]).await?;

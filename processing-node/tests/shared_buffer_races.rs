@@ -17,16 +17,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
 use parking_lot::Mutex;
-use shmdb_commit_manager::{CommitClient, CommitClientConfig};
 use shmdb_placement::tables;
 use shmdb_processing_node::keys;
 use shmdb_processing_node::txn::{
     BufferStrategy, Engine, EngineConfig, TableDef, Transaction, TxnError,
 };
 use shmdb_store_client::proto as pb;
-use shmdb_store_client::{
-    GrpcConfig, GrpcTransport, StoreClient, StoreClientConfig, Transport, TransportError,
-};
+use shmdb_store_client::{GrpcConfig, GrpcTransport, Transport, TransportError};
 use tokio::sync::watch;
 
 type Matcher = Box<dyn Fn(&pb::BatchRequest) -> bool + Send + Sync>;
@@ -140,18 +137,9 @@ async fn gated_engine(
     buffer: BufferStrategy,
     gate: Arc<Gate>,
 ) -> anyhow::Result<Arc<Engine>> {
-    let store =
-        StoreClient::with_transport(StoreClientConfig::with_seeds(cluster.storage.seeds()), gate)
-            .await?;
-    let mut cfg = CommitClientConfig::new([cluster.manager.addr.to_string()], node);
-    cfg.heartbeat_interval = Some(Duration::from_millis(200));
     let mut config = EngineConfig::new(node);
     config.buffer = buffer;
-    Ok(Engine::new(
-        config,
-        store,
-        Arc::new(CommitClient::new(cfg)?),
-    ))
+    cluster.engine_through(config, gate).await
 }
 
 fn engine_with(

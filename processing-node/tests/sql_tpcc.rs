@@ -5,17 +5,13 @@ mod common;
 mod sql;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use shmdb::cluster::ClusterOptions;
-use shmdb_commit_manager::{CommitClient, CommitClientConfig};
 use shmdb_processing_node::Datum;
 use shmdb_processing_node::sql::{QueryOutput, Session, SqlEngine};
-use shmdb_processing_node::txn::{Engine, EngineConfig};
+use shmdb_processing_node::txn::EngineConfig;
 use shmdb_store_client::framed::metrics::Direction;
-use shmdb_store_client::{
-    FramedConfig, FramedMetrics, FramedTransport, GrpcConfig, StoreClient, StoreClientConfig,
-};
+use shmdb_store_client::{FramedConfig, FramedMetrics, FramedTransport, GrpcConfig};
 use sql::*;
 
 const SCHEMA: &str = "
@@ -447,18 +443,9 @@ async fn a_join_of_fixed_key_lookups_is_one_store_request() -> anyhow::Result<()
         GrpcConfig::default(),
         metrics.clone(),
     ));
-    let store = StoreClient::with_transport(
-        StoreClientConfig::with_seeds(cluster.storage.seeds()),
-        transport,
-    )
-    .await?;
-    let mut cfg = CommitClientConfig::new([cluster.manager.addr.to_string()], 1);
-    cfg.heartbeat_interval = Some(Duration::from_millis(200));
-    let engine = Engine::new(
-        EngineConfig::new(1),
-        store,
-        Arc::new(CommitClient::new(cfg)?),
-    );
+    let engine = cluster
+        .engine_through(EngineConfig::new(1), transport)
+        .await?;
     let mut s = SqlEngine::new(engine).session();
     load(&mut s).await?;
     let join = "SELECT c_discount, c_last, c_credit, w_tax FROM customer, warehouse \

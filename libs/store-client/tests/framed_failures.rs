@@ -129,21 +129,19 @@ impl FramedSide {
         }
     }
 
-    /// Closes the listener and every connection, as a crash would.
-    fn kill(&self) {
-        for task in self.tasks.lock().drain(..) {
+    /// Closes the listener and every connection, as a crash would; the tasks it aborted.
+    fn kill(&self) -> Vec<JoinHandle<()>> {
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in &tasks {
             task.abort();
         }
+        tasks
     }
 
     /// [`FramedSide::kill`], returning once every task is gone and its sockets are closed
     /// (an abort only asks: a connection may still answer a request meanwhile).
     async fn stop(&self) {
-        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
-        for task in &tasks {
-            task.abort();
-        }
-        for task in tasks {
+        for task in self.kill() {
             let _ = task.await;
         }
     }

@@ -18,7 +18,7 @@ use shmdb_processing_node::txn::log::{LogEntry, LogStatus};
 use shmdb_processing_node::txn::recover::LogRecovery;
 use shmdb_processing_node::txn::{Engine, EngineConfig, IndexDef, TableDef};
 use shmdb_processing_node::{Datum, SortOrder};
-use shmdb_store_client::{KeyRange, StoreClient, StoreClientConfig};
+use shmdb_store_client::{KeyRange, StoreClient, StoreClientConfig, Transport};
 
 /// How long the commit manager waits for a silent processing node before recovering its
 /// transactions.
@@ -63,10 +63,29 @@ impl Cluster {
 
     /// A processing-node engine with a custom configuration (its own commit client).
     pub fn engine_with(&self, config: EngineConfig) -> anyhow::Result<Arc<Engine>> {
+        self.engine_on(config, self.store.clone())
+    }
+
+    /// An engine whose store requests go through `transport` (a fault injector, or a
+    /// transport whose metrics a test reads), with its own commit client.
+    pub async fn engine_through(
+        &self,
+        config: EngineConfig,
+        transport: Arc<dyn Transport>,
+    ) -> anyhow::Result<Arc<Engine>> {
+        let store = StoreClient::with_transport(
+            StoreClientConfig::with_seeds(self.storage.seeds()),
+            transport,
+        )
+        .await?;
+        self.engine_on(config, store)
+    }
+
+    fn engine_on(&self, config: EngineConfig, store: StoreClient) -> anyhow::Result<Arc<Engine>> {
         let mut cfg = CommitClientConfig::new([self.manager.addr.to_string()], config.node_id);
         cfg.heartbeat_interval = Some(Duration::from_millis(200));
         let commit = CommitClient::new(cfg)?;
-        Ok(Engine::new(config, self.store.clone(), Arc::new(commit)))
+        Ok(Engine::new(config, store, Arc::new(commit)))
     }
 
     /// The commit manager's current lav.
